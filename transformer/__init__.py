@@ -1,0 +1,1 @@
+"""`transformer`: the Transformer of "Attention Is All You Need" in JAX/Flax, and the LLM pipeline around it."""

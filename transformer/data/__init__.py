@@ -1,0 +1,1 @@
+"""Data: TFDS builders, tokenizer, task transforms and grain pipelines."""

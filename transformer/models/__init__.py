@@ -1,0 +1,1 @@
+"""Flax Linen models: the paper's Transformer (encoder-decoder and decoder-only)."""

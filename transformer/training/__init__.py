@@ -1,0 +1,1 @@
+"""Training: losses, optimizers, stages, checkpoints and the train loop."""
