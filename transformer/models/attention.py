@@ -1,0 +1,119 @@
+"""Multi-head scaled dot-product attention (paper §3.2) and its masks.
+
+  Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+  MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+Masks are boolean, True where a query may attend to a key. Padding and packing
+are both expressed through segmentation ids: tokens of one packed example share
+an id >= 1, padding has id 0 and neither attends nor is attended to.
+
+Every intermediate (Q, K, V, scores, weights, ...) is sown into the
+'intermediates' collection, so `transformer.explain` can print the model's own
+numbers; sowing is free unless that collection is requested as mutable.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transformer.models.config import ModelConfig
+from transformer.models.embeddings import apply_rope
+
+
+def make_attention_mask(query_segmentation: jnp.ndarray, key_segmentation: jnp.ndarray,
+                        causal: bool) -> jnp.ndarray:
+  """Boolean attention mask from segmentation ids (0 = padding).
+
+  Args:
+    query_segmentation: int [batch, q_len].
+    key_segmentation: int [batch, kv_len].
+    causal: also forbid key index > query index (decoder self-attention; needs q_len == kv_len).
+
+  Returns:
+    bool [batch, 1, q_len, kv_len]: True where the query may attend to the key.
+  """
+  q = query_segmentation[:, :, None]
+  k = key_segmentation[:, None, :]
+  mask = (q == k) & (q > 0) & (k > 0)
+  if causal:
+    q_len, kv_len = query_segmentation.shape[1], key_segmentation.shape[1]
+    mask &= jnp.arange(q_len)[:, None] >= jnp.arange(kv_len)[None, :]
+  return mask[:, None]
+
+
+def attention_weights(query: jnp.ndarray, key: jnp.ndarray,
+                      mask: jnp.ndarray | None) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Scaled scores Q K^T / sqrt(d_k) and their softmax, per head, in float32.
+
+  Args:
+    query: [batch, q_len, heads, d_k].
+    key: [batch, kv_len, heads, d_k].
+    mask: bool [batch, 1, q_len, kv_len] or None.
+
+  Returns:
+    (scaled scores [batch, heads, q_len, kv_len] with masked entries at the dtype minimum,
+     weights [batch, heads, q_len, kv_len] summing to 1 over kv_len).
+  """
+  d_k = query.shape[-1]
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(
+      jnp.float32(d_k))
+  if mask is not None:
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  return scores, jax.nn.softmax(scores, axis=-1)
+
+
+class MultiHeadAttention(nn.Module):
+  """h parallel attention heads with Q/K/V/output projections (all with biases).
+
+  Param names: query, key, value (kernels [d_model, heads, d_k]) and out ([heads, d_v, d_model]).
+  """
+
+  config: ModelConfig
+  use_rope: bool = False
+
+  @nn.compact
+  def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, mask: jnp.ndarray | None,
+               positions_q: jnp.ndarray | None = None,
+               positions_kv: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Attends from inputs_q to inputs_kv.
+
+    Args:
+      inputs_q: [batch, q_len, d_model] (the decoder state for cross-attention).
+      inputs_kv: [batch, kv_len, d_model] (the encoder output for cross-attention).
+      mask: bool [batch, 1, q_len, kv_len] or None.
+      positions_q, positions_kv: int [batch, len], needed when use_rope.
+
+    Returns:
+      [batch, q_len, d_model].
+    """
+    cfg = self.config
+
+    def projection(name: str, axes: tuple[str, ...]) -> nn.DenseGeneral:
+      return nn.DenseGeneral(
+          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.compute_dtype,
+          param_dtype=cfg.params_dtype, name=name,
+          kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+    axes = ("embed", "heads", "kv")
+    query = projection("query", axes)(inputs_q)  # [batch, q_len, heads, d_k]
+    key = projection("key", axes)(inputs_kv)  # [batch, kv_len, heads, d_k]
+    value = projection("value", axes)(inputs_kv)  # [batch, kv_len, heads, d_v]
+    if self.use_rope:
+      query, key = apply_rope(query, positions_q), apply_rope(key, positions_kv)
+    for name, array in (("query", query), ("key", key), ("value", value)):
+      self.sow("intermediates", name, array)
+
+    scores, weights = attention_weights(query, key, mask)
+    self.sow("intermediates", "scaled_scores", scores)
+    self.sow("intermediates", "weights", weights)
+    weights = nn.Dropout(cfg.attention_dropout_rate)(weights, deterministic=cfg.deterministic)
+    heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    self.sow("intermediates", "weighted_values", heads)  # [batch, q_len, heads, d_v]
+
+    return nn.DenseGeneral(
+        features=cfg.d_model, axis=(-2, -1), dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype, name="out",
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                 ("heads", "kv", "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(heads)

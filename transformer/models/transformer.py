@@ -1,0 +1,188 @@
+"""The Transformer (paper §3): `Encoder`, `Decoder`, `EncoderDecoder` and `DecoderOnly`.
+
+Data flow of the encoder-decoder, read top to bottom:
+
+  inputs [b, s] --embed * sqrt(d_model) + positions, dropout--> N x EncoderLayer --> encoded [b, s, d]
+  targets [b, t] --shift right (BOS first)--> embed + positions, dropout
+      --> N x DecoderLayer(masked self-attention, cross-attention on encoded, FFN)
+      --> tied projection (embedding^T) --> logits [b, t, vocab]  (softmax lives in the loss)
+
+Sequences may be packed: `*_segmentation` ids (1, 2, ... per example, 0 = padding) keep
+examples from attending to each other, `*_position` restarts at 0 for each example.
+Without them, padding is wherever the token is PAD_ID and positions are 0..length-1.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from transformer.models.attention import make_attention_mask
+from transformer.models.config import ModelConfig
+from transformer.models.embeddings import AddPositions, TokenEmbedding
+from transformer.models.layers import DecoderLayer, EncoderLayer, layer_norm
+from transformer.special_ids import BOS_ID, PAD_ID
+
+
+def segmentation_or_default(tokens: jnp.ndarray, segmentation: jnp.ndarray | None) -> jnp.ndarray:
+  """Segmentation ids [batch, length]: as given, else 1 for non-pad tokens and 0 for padding."""
+  return (tokens != PAD_ID).astype(jnp.int32) if segmentation is None else segmentation
+
+
+def positions_or_default(tokens: jnp.ndarray, positions: jnp.ndarray | None) -> jnp.ndarray:
+  """Positions [batch, length]: as given, else 0..length-1 in every row."""
+  if positions is not None:
+    return positions
+  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+
+
+def shift_right(targets: jnp.ndarray, segmentation: jnp.ndarray) -> jnp.ndarray:
+  """Decoder inputs: each packed segment shifted right by one, starting with BOS.
+
+  Args:
+    targets: int [batch, length].
+    segmentation: int [batch, length] (0 = padding).
+
+  Returns:
+    int [batch, length]: BOS at each segment start, then the previous target; PAD on padding.
+  """
+  previous = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+  previous_segment = jnp.pad(segmentation, ((0, 0), (1, 0)))[:, :-1]
+  shifted = jnp.where(segmentation == previous_segment, previous, BOS_ID)
+  return jnp.where(segmentation > 0, shifted, PAD_ID)
+
+
+class _Stack(nn.Module):
+  """Embedding + positions + dropout, then the layers, then (pre-LN only) a final LayerNorm."""
+
+  config: ModelConfig
+  embedding: TokenEmbedding
+
+  def embed(self, tokens: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
+    """int [batch, length] -> [batch, length, d_model]: sqrt(d_model) E[tokens] + PE, dropout."""
+    cfg = self.config
+    x = AddPositions(cfg, name="positions")(self.embedding(tokens), positions)
+    self.sow("intermediates", "embedded", x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=cfg.deterministic)
+
+  def final_norm(self, x: jnp.ndarray) -> jnp.ndarray:
+    """LayerNorm on the stack's output for pre-LN (post-LN layers end normalized already)."""
+    if self.config.norm_placement == "pre":
+      x = layer_norm(self.config, "final_norm")(x).astype(self.config.compute_dtype)
+    return x
+
+
+class Encoder(_Stack):
+  """N encoder layers over the embedded inputs: int [batch, length] -> [batch, length, d_model]."""
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray, inputs_segmentation: jnp.ndarray | None = None,
+               inputs_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    segmentation = segmentation_or_default(inputs, inputs_segmentation)
+    positions = positions_or_default(inputs, inputs_position)
+    mask = make_attention_mask(segmentation, segmentation, causal=False)
+    x = self.embed(inputs, positions)
+    for i in range(self.config.num_encoder_layers):
+      x = EncoderLayer(self.config, name=f"layer_{i}")(x, mask, positions)
+    return self.final_norm(x)
+
+
+class Decoder(_Stack):
+  """N decoder layers and the output projection: decoder input tokens -> logits [b, t, vocab]."""
+
+  @nn.compact
+  def __call__(self, decoder_input_tokens: jnp.ndarray, targets_segmentation: jnp.ndarray,
+               targets_position: jnp.ndarray, encoded: jnp.ndarray | None = None,
+               inputs_segmentation: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Computes next-token logits.
+
+    Args:
+      decoder_input_tokens: int [batch, target_len], the targets shifted right.
+      targets_segmentation: int [batch, target_len] (0 = padding).
+      targets_position: int [batch, target_len].
+      encoded: [batch, input_len, d_model] encoder output; None for a decoder-only model.
+      inputs_segmentation: int [batch, input_len], needed with `encoded`.
+
+    Returns:
+      float32 logits [batch, target_len, vocab].
+    """
+    cfg = self.config
+    self_mask = make_attention_mask(targets_segmentation, targets_segmentation, causal=True)
+    cross_mask = None
+    if encoded is not None:
+      cross_mask = make_attention_mask(targets_segmentation, inputs_segmentation, causal=False)
+    x = self.embed(decoder_input_tokens, targets_position)
+    for i in range(cfg.num_decoder_layers):
+      x = DecoderLayer(cfg, name=f"layer_{i}")(x, self_mask, targets_position, encoded, cross_mask)
+    x = self.final_norm(x)
+    if cfg.tie_output_embedding:
+      logits = self.embedding.attend(x)
+    else:
+      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype,
+                        param_dtype=cfg.params_dtype, name="output_projection",
+                        kernel_init=nn.with_logical_partitioning(
+                            nn.initializers.xavier_uniform(), ("embed", "vocab")))(x)
+    return logits.astype(jnp.float32)
+
+
+class EncoderDecoder(nn.Module):
+  """The paper's Transformer; `encode` and `decode` are separately callable via `method=`."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    if cfg.share_embeddings:
+      input_embedding = target_embedding = TokenEmbedding(cfg, name="token_embedding")
+    else:
+      input_embedding = TokenEmbedding(cfg, name="input_embedding")
+      target_embedding = TokenEmbedding(cfg, name="target_embedding")
+    self.encoder = Encoder(cfg, input_embedding)
+    self.decoder = Decoder(cfg, target_embedding)
+
+  def encode(self, inputs: jnp.ndarray, inputs_segmentation: jnp.ndarray | None = None,
+             inputs_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """int [batch, input_len] -> encoded [batch, input_len, d_model]."""
+    return self.encoder(inputs, inputs_segmentation, inputs_position)
+
+  def decode(self, encoded: jnp.ndarray, inputs_segmentation: jnp.ndarray,
+             decoder_input_tokens: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
+             targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Logits [batch, target_len, vocab] for already shifted decoder input tokens."""
+    return self.decoder(
+        decoder_input_tokens,
+        segmentation_or_default(decoder_input_tokens, targets_segmentation),
+        positions_or_default(decoder_input_tokens, targets_position),
+        encoded, inputs_segmentation)
+
+  def __call__(self, inputs: jnp.ndarray, targets: jnp.ndarray,
+               inputs_segmentation: jnp.ndarray | None = None,
+               targets_segmentation: jnp.ndarray | None = None,
+               inputs_position: jnp.ndarray | None = None,
+               targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Teacher-forced logits [batch, target_len, vocab] for inputs [b, s] and targets [b, t]."""
+    inputs_segmentation = segmentation_or_default(inputs, inputs_segmentation)
+    targets_segmentation = segmentation_or_default(targets, targets_segmentation)
+    encoded = self.encode(inputs, inputs_segmentation, inputs_position)
+    return self.decode(encoded, inputs_segmentation,
+                       shift_right(targets, targets_segmentation),
+                       targets_segmentation, targets_position)
+
+
+class DecoderOnly(nn.Module):
+  """A causal language model: the decoder stack without cross-attention."""
+
+  config: ModelConfig
+
+  def setup(self):
+    self.decoder = Decoder(self.config, TokenEmbedding(self.config, name="token_embedding"))
+
+  def __call__(self, targets: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
+               targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Next-token logits [batch, length, vocab]; position i sees targets[:i] (after BOS)."""
+    targets_segmentation = segmentation_or_default(targets, targets_segmentation)
+    return self.decoder(shift_right(targets, targets_segmentation), targets_segmentation,
+                        positions_or_default(targets, targets_position))
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+  """The module for config.architecture: EncoderDecoder or DecoderOnly."""
+  return {"encoder_decoder": EncoderDecoder, "decoder_only": DecoderOnly}[config.architecture](config)
