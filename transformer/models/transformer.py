@@ -60,6 +60,7 @@ class _Stack(nn.Module):
     """int [batch, length] -> [batch, length, d_model]: sqrt(d_model) E[tokens] + PE, dropout."""
     cfg = self.config
     x = AddPositions(cfg, name="positions")(self.embedding(tokens), positions)
+    x = self.perturb("embedded", x)  # lets tests take gradients with respect to each position
     self.sow("intermediates", "embedded", x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=cfg.deterministic)
 
