@@ -63,9 +63,17 @@ class Summary:
 
 @dataclasses.dataclass(eq=False)
 class StdlibCorpusConfig(tfds.core.BuilderConfig):
-  """A config of `stdlib_corpus`; `packages` limits it to these top-level packages (empty = all)."""
+  """A config of `stdlib_corpus`.
 
+  `content` is one of CONFIG_NAMES (defaults to the name); `packages` limits the
+  corpus to these top-level packages (empty = all), for tests and quick runs.
+  """
+
+  content: str = ""
   packages: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    self.content = self.content or self.name
 
 
 def stdlib_root() -> str:
@@ -237,15 +245,15 @@ class StdlibCorpus(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     return self.dataset_info_from_configs(
         description=f"Standard library of Python {platform.python_version()}: {config.description}",
-        features=tfds.features.FeaturesDict({k: tfds.features.Text() for k in _FEATURES[config.name]}),
+        features=tfds.features.FeaturesDict({k: tfds.features.Text() for k in _FEATURES[config.content]}),
         metadata=tfds.core.MetadataDict(
-            python_version=platform.python_version(), packages=list(config.packages)
+            python_version=platform.python_version(), content=config.content, packages=list(config.packages)
         ),
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
-    examples = corpus_examples(self.builder_config.name, self.builder_config.packages)
+    examples = corpus_examples(self.builder_config.content, self.builder_config.packages)
     return {split: self._generate_examples(examples[split]) for split in SPLITS}
 
   def _generate_examples(self, examples: list[dict[str, str]]) -> Iterator[tuple[str, dict[str, str]]]:
