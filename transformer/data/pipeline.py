@@ -10,7 +10,7 @@ The trainer calls two functions:
     state = it.get_state()    # JSON-able; it.set_state(state) resumes exactly there
 
 `it` is a grain `DatasetIterator`: Orbax saves and restores it with
-`grain.PyGrainCheckpointSave(it)` / `grain.PyGrainCheckpointRestore(it)`.
+`grain.python.PyGrainCheckpointSave(it)` / `...PyGrainCheckpointRestore(it)`.
 
 Batch keys by task (int32 unless noted; segmentation 1.. per packed segment and
 0 on padding; positions restart at 0 in each segment):
@@ -43,6 +43,7 @@ from typing import Any
 
 import grain
 import ml_collections
+from absl import flags
 import numpy as np
 
 from transformer.data import tasks
@@ -299,11 +300,14 @@ def _packed_features(example: Mapping[str, np.ndarray], lengths: Mapping[str, in
 
 
 def _fill_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-  """Casts (ids int32, weights float32) and pads the batch dimension to `rows` with zero rows."""
+  """Casts (ids int32, weights float32) and fills the batch up to `rows` rows of padding (positions arange)."""
   out = {}
   for key, value in batch.items():
     value = value.astype(np.float32 if key.endswith("_weights") else np.int32)
-    out[key] = np.pad(value, [(0, rows - len(value))] + [(0, 0)] * (value.ndim - 1))
+    filler = np.zeros((rows - len(value),) + value.shape[1:], value.dtype)
+    if key.endswith("_position"):
+      filler[:] = np.arange(value.shape[1])
+    out[key] = np.concatenate([value, filler])
   return out
 
 
@@ -354,6 +358,8 @@ def make_dataset(
   ds = ds.batch(batch_size, drop_remainder=train)
   ds = ds.map(functools.partial(_fill_rows, rows=batch_size))
   if cfg.num_workers:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside `app.run` use defaults.
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
   return iter(ds)
 
@@ -378,8 +384,6 @@ def packing_stats(batches: Iterator[Mapping[str, np.ndarray]], num_batches: int)
 def main(argv: Sequence[str]) -> None:
   """Prints packing statistics (JSON) of the --data config on its train split."""
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   cfg = flags.FLAGS.data
   tok = load_tokenizer_for(cfg, flags.FLAGS.workdir)
   it = make_dataset(cfg, "train", global_batch_size=flags.FLAGS.batch_size, seed=0, train=True,
@@ -390,7 +394,6 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_dict("data", default_data_config(), "Data config; override fields with --data.x=y.")
