@@ -251,3 +251,8 @@ def test_catalog_datasets_under_mock_data(small_config, tokenizer, name, task, t
     base = key.replace("_segmentation", "").replace("_position", "")
     assert value.shape == (4, lengths[base]), key
   assert (batch["targets_segmentation"] > 0).any()
+
+
+def test_packing_efficiency_at_256(small_config, tokenizer):
+  stats = pipeline.packing_stats(_dataset(small_config(seq_len=256), tokenizer, batch=16), 10)
+  assert stats["targets_segmentation_non_pad_fraction"] >= 0.95 and stats["rows"] == 160
