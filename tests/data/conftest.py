@@ -27,7 +27,7 @@ def data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def small_config(data_dir):
   """small_config(**overrides): a data config on the stdlib subset with a small vocabulary."""
-  return lambda **overrides: _small_config(data_dir, **overrides)
+  return lambda **overrides: _small_config(**{"data_dir": data_dir, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ in the log. Span-corruption chunks under 2 tokens are dropped.
 
 Statistics (packing efficiency) of a config:
 
-    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.seq_len=256
+    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.data_dir=/tmp/tfds --data.seq_len=256
 """
 
 from __future__ import annotations

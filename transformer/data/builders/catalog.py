@@ -42,7 +42,7 @@ def catalog_source(name: str, split: str, data_dir: str | None) -> Sequence[Any]
   importlib.import_module(CATALOG[name].module)  # Registration is lazy.
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-  except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
+  except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError, NotImplementedError) as e:
     raise ValueError(
         f"name: TFDS dataset {name!r} split {split!r} is not prepared in data_dir={data_dir!r}; run "
         f"`tfds build {name} --file_format=array_record --data_dir=...` first ({e})"
