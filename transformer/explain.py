@@ -12,7 +12,6 @@ heatmaps of every attention head and of the positional encodings.
 """
 
 from absl import app, flags
-import numpy as np
 
 from transformer.walkthrough import format_walk, plot_heatmaps, walkthrough
 
@@ -44,8 +43,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"--d_ff={_D_FF.value} must be >= 1")
   walk = walkthrough(_INPUTS.value, _TARGETS.value, _D_MODEL.value, _ENCODER_HEADS.value,
                      _DECODER_HEADS.value, _D_FF.value, _SEED.value)
-  with np.printoptions(suppress=True):
-    print(format_walk(walk))
+  print(format_walk(walk))
   if _PLOT_DIR.value:
     for path in plot_heatmaps(walk, _PLOT_DIR.value):
       print(f"wrote {path}")

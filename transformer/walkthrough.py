@@ -379,16 +379,17 @@ def format_walk(walk: Walk) -> str:
   parts.append(f"\npredicted words: {words}\nfirst prediction after <start>: "
                f"{walk.vocabulary[walk.steps[-1].value[0]]!r}  "
                f"(trained target: {walk.vocabulary[walk.targets[0]]!r})")
-  return "\n".join(parts)
+  return "\n".join(parts).lstrip("\n")
 
 
-def _heatmap(path: str, title: str, panels: list[Step], limits: tuple[float, float],
+def _heatmap(path: str, title: str, panels: dict[str, Step], limits: tuple[float, float],
              xlabel: str, ylabel: str) -> None:
-  """Writes one PNG: a heatmap per step in `panels`, cells annotated, tokens on the axes."""
-  figure = Figure(figsize=(4.2 * len(panels), 4.2), layout="constrained")
-  for ax, step in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+  """Writes one PNG: a heatmap per step in `panels` (by panel title), cells annotated, one colorbar."""
+  figure = Figure(figsize=(1.0 + 3.6 * len(panels), 4.0), layout="constrained")
+  axes = figure.subplots(1, len(panels), squeeze=False)[0]
+  for ax, (panel, step) in zip(axes, panels.items()):
     image = ax.imshow(step.value, cmap="viridis", vmin=limits[0], vmax=limits[1])
-    ax.set_title(f"{step.section}: {step.title}", fontsize=8)
+    ax.set_title(panel, fontsize=10)
     ax.set_xticks(range(step.value.shape[1]), step.cols or range(step.value.shape[1]),
                   rotation=45, ha="right")
     ax.set_yticks(range(step.value.shape[0]), step.rows)
@@ -397,7 +398,7 @@ def _heatmap(path: str, title: str, panels: list[Step], limits: tuple[float, flo
     for (i, j), x in np.ndenumerate(step.value):
       ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=7,
               color="black" if image.norm(x) > 0.6 else "white")
-    figure.colorbar(image, ax=ax, shrink=0.8)
+  figure.colorbar(image, ax=axes, shrink=0.8)
   figure.suptitle(title)
   figure.savefig(path, dpi=110)
 
@@ -409,16 +410,19 @@ def plot_heatmaps(walk: Walk, plot_dir: str) -> list[str]:
     The written paths: '<stack>_<block>.png' for each attention block, 'positional_encodings.png'.
   """
   os.makedirs(plot_dir, exist_ok=True)
-  blocks: dict[str, list[Step]] = {}
+  blocks: dict[str, dict[str, Step]] = {}
   for step in walk.steps:
     if step.key.endswith(".weights"):
-      blocks.setdefault(step.key.rsplit(".", 2)[0], []).append(step)
+      block, head, _ = step.key.rsplit(".", 2)
+      blocks.setdefault(block, {})[head.replace("head", "head ")] = step
   paths = []
   for block, heads in blocks.items():
     paths.append(os.path.join(plot_dir, block.replace(".", "_") + ".png"))
-    _heatmap(paths[-1], f"{block}: softmax attention weights", heads, (0.0, 1.0), "key", "query")
-  positions = [s for s in walk.steps if s.key.endswith(".positional_encodings")]
+    first = next(iter(heads.values()))
+    _heatmap(paths[-1], f"{first.section} {first.title.split(' · ')[0]}: softmax weights per head",
+             heads, (0.0, 1.0), "key", "query")
+  positions = {s.section: s for s in walk.steps if s.key.endswith(".positional_encodings")}
   paths.append(os.path.join(plot_dir, "positional_encodings.png"))
-  _heatmap(paths[-1], "sinusoidal positional encodings (encoder, decoder)", positions, (-1.0, 1.0),
-           "dimension", "position")
+  _heatmap(paths[-1], "sinusoidal positional encodings", positions, (-1.0, 1.0), "dimension",
+           "position")
   return paths
