@@ -84,7 +84,7 @@ class Walk:
 
 
 def build_vocabulary(*sentences: str) -> tuple[str, ...]:
-  """Words by id: the special tokens at their reserved ids, then each new word in order of appearance."""
+  """Words by id: the special tokens at their reserved ids, then each new word as it appears."""
   vocabulary = [SPECIAL_TOKENS[i] for i in range(len(SPECIAL_TOKENS))]
   for word in " ".join(sentences).split():
     if word not in vocabulary:
@@ -94,7 +94,7 @@ def build_vocabulary(*sentences: str) -> tuple[str, ...]:
 
 def walk_configs(vocab_size: int, d_model: int, encoder_heads: int, decoder_heads: int,
                  d_ff: int) -> tuple[ModelConfig, ModelConfig]:
-  """The encoder walk's and decoder walk's configs: one layer each, dropout off, same but num_heads."""
+  """The encoder and decoder walks' configs: one layer each, no dropout, differing in num_heads."""
   config = ModelConfig(vocab_size=vocab_size, d_model=d_model, num_heads=encoder_heads, d_ff=d_ff,
                        num_encoder_layers=1, num_decoder_layers=1).eval()
   return config, dataclasses.replace(config, num_heads=decoder_heads)
@@ -158,13 +158,14 @@ def _run_models(encoder_config: ModelConfig, decoder_config: ModelConfig, rng: j
       "encoder_params": encoder_params, "decoder_params": decoder_params, **sown,
       "logits": logits, "probabilities": jax.nn.softmax(logits, axis=-1),
       "positional_encodings": {
-          "encoder": sinusoidal_positions(positions_or_default(inputs, None), encoder_config.d_model),
+          "encoder": sinusoidal_positions(positions_or_default(inputs, None),
+                                          encoder_config.d_model),
           "decoder": sinusoidal_positions(positions_or_default(decoder_inputs, None),
                                           decoder_config.d_model)},
       "masks": {block: make_attention_mask(*args) for block, args in blocks.items()},
       # The model's own einsum (attention_weights), on the sown Q and K, before it scales.
-      "qk": {block: jnp.einsum("bqhd,bkhd->bhqk", attention(block)["q"][0], attention(block)["k"][0])
-             for block in blocks},
+      "qk": {block: jnp.einsum("bqhd,bkhd->bhqk", attention(block)["q"][0],
+                               attention(block)["k"][0]) for block in blocks},
   }
 
 
@@ -214,8 +215,9 @@ def _attention_steps(block: str, title: str, run: dict, rows: tuple[str, ...],
 
     def step(what: str, label: str, value: np.ndarray, step_rows: tuple[str, ...],
              step_cols: tuple[str, ...] = (), note: str = "") -> Step:
-      return Step(f"{block}.head{h + 1}.{what}", stack, f"{title} · head {h + 1}/{heads} · {label}",
-                  value, step_rows, step_cols, note or (notes.get(what, "") if first else ""))
+      return Step(f"{block}.head{h + 1}.{what}", stack,
+                  f"{title} · head {h + 1}/{heads} · {label}", value, step_rows, step_cols,
+                  note or (notes.get(what, "") if first else ""))
 
     steps += [
         step("q", f"Q = X_q W^Q_{h + 1} + b", q[:, h], rows),
@@ -270,7 +272,7 @@ def walkthrough(inputs: str = "when you play the game of thrones",
 
   Args:
     inputs: the encoder's sentence (words split on whitespace).
-    targets: the decoder's sentence; the decoder reads '<start> targets' and predicts 'targets <end>'.
+    targets: the decoder's sentence; it reads '<start> targets' and predicts 'targets <end>'.
     d_model: model width (even, for the sinusoidal positions).
     encoder_heads: heads of the encoder walk's model.
     decoder_heads: heads of the decoder walk's model (masked self- and cross-attention).
@@ -363,9 +365,11 @@ def format_walk(walk: Walk) -> str:
   """The whole walkthrough as text: a banner per section, then each step."""
   banners = {
       "vocabulary": "VOCABULARY",
-      "encoder": f"ENCODER: 1 layer, d_model {walk.encoder_config.d_model}, "
+      "encoder": f"ENCODER: {walk.encoder_config.num_encoder_layers} layer, "
+                 f"d_model {walk.encoder_config.d_model}, "
                  f"{walk.encoder_config.num_heads} head(s)",
-      "decoder": f"DECODER: 1 layer, d_model {walk.decoder_config.d_model}, "
+      "decoder": f"DECODER: {walk.decoder_config.num_decoder_layers} layer, "
+                 f"d_model {walk.decoder_config.d_model}, "
                  f"{walk.decoder_config.num_heads} head(s), reading the encoder output above",
       "output": "OUTPUT: the predicted word",
   }
@@ -375,16 +379,16 @@ def format_walk(walk: Walk) -> str:
       section = step.section
       parts.append(f"\n{'=' * 8} {banners[section]} {'=' * 8}")
     parts.append(format_step(number, step))
-  words = " ".join(walk.vocabulary[i] for i in walk.steps[-1].value)
-  parts.append(f"\npredicted words: {words}\nfirst prediction after <start>: "
-               f"{walk.vocabulary[walk.steps[-1].value[0]]!r}  "
+  (predicted,) = (step.value for step in walk.steps if step.key == "output.predicted")
+  parts.append(f"\npredicted words: {' '.join(walk.vocabulary[i] for i in predicted)}\n"
+               f"first prediction after <start>: {walk.vocabulary[predicted[0]]!r}  "
                f"(trained target: {walk.vocabulary[walk.targets[0]]!r})")
   return "\n".join(parts).lstrip("\n")
 
 
 def _heatmap(path: str, title: str, panels: dict[str, Step], limits: tuple[float, float],
              xlabel: str, ylabel: str) -> None:
-  """Writes one PNG: a heatmap per step in `panels` (by panel title), cells annotated, one colorbar."""
+  """Writes one PNG: a heatmap per step of `panels` (keyed by panel title), one colorbar."""
   figure = Figure(figsize=(1.0 + 3.6 * len(panels), 4.0), layout="constrained")
   axes = figure.subplots(1, len(panels), squeeze=False)[0]
   for ax, (panel, step) in zip(axes, panels.items()):
