@@ -101,7 +101,7 @@ class MultiHeadAttention(nn.Module):
     value = projection("value", axes)(inputs_kv)  # [batch, kv_len, heads, d_v]
     if self.use_rope:
       query, key = apply_rope(query, positions_q), apply_rope(key, positions_kv)
-    for name, array in (("query", query), ("key", key), ("value", value)):
+    for name, array in (("q", query), ("k", key), ("v", value)):  # "query" etc. name the projections
       self.sow("intermediates", name, array)
 
     scores, weights = attention_weights(query, key, mask)
