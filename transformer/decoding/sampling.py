@@ -43,14 +43,15 @@ def top_p_filter(logits: jnp.ndarray, p: float | jnp.ndarray) -> jnp.ndarray:
     p: in (0, 1]; 1 keeps every token.
 
   Returns:
-    [..., vocab]: logits of the kept tokens, -inf elsewhere (ties at the threshold kept).
+    [..., vocab]: logits of the kept tokens, -inf elsewhere (ties at the threshold kept;
+    p = 1 keeps all even where float32 cumulative sums reach 1 early).
   """
   sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
   probs = jax.nn.softmax(sorted_logits, axis=-1)
   before = jnp.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above
   kept = jnp.sum(before < p, axis=-1, keepdims=True)  # >= 1: the top token always stays
   threshold = jnp.take_along_axis(sorted_logits, kept - 1, axis=-1)
-  return jnp.where(logits >= threshold, logits, -jnp.inf)
+  return jnp.where((logits >= threshold) | (p >= 1.0), logits, -jnp.inf)
 
 
 def sampler(temperature: float | jnp.ndarray, top_k: int, top_p: float | jnp.ndarray) -> Chooser:
