@@ -1,5 +1,6 @@
 """Tiny models shared by the decoding tests."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -19,5 +20,6 @@ def init_params(config: ModelConfig, seed: int = 0, scale: float = 1.0):
   model = build_model(config.eval())
   tokens = jnp.ones((1, 4), jnp.int32)
   args = (tokens, tokens) if config.architecture == "encoder_decoder" else (tokens,)
-  init = jax.jit(lambda rng: jax.tree.map(lambda x: scale * x, model.init(rng, *args)["params"]))
+  init = jax.jit(lambda rng: jax.tree.map(lambda x: scale * x,
+                                          nn.meta.unbox(model.init(rng, *args)["params"])))
   return init(jax.random.key(seed))

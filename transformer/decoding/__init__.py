@@ -6,6 +6,6 @@ search.py hold the loops, prompts.py turns text into prompts and outputs back
 into text, metrics.py and evaluation.py score seq2seq outputs.
 """
 
-from transformer.decoding.generation import METHODS, generate
+from transformer.decoding.generation import METHODS, generate, generate_texts
 
-__all__ = ["METHODS", "generate"]
+__all__ = ["METHODS", "generate", "generate_texts"]

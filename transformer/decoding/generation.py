@@ -8,12 +8,14 @@ jit-compiled function per (config, method, shapes, beam_size, top_k).
 """
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from transformer.decoding.cache import model_logits_fn
+from transformer.decoding.prompts import Tokenizer, decode_outputs, encode_prompts
 from transformer.decoding.sampling import decode_loop, greedy, sampler
 from transformer.decoding.search import beam_search
 from transformer.models.config import ModelConfig
@@ -116,3 +118,28 @@ def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.A
     return beam_search(logits_fn, cache, prefixes, max_new, num_new, beam_size, alpha)[0]
   choose = greedy if method == "greedy" else sampler(temperature, top_k, top_p)
   return decode_loop(logits_fn, cache, prefixes, max_new, num_new, choose, rng)
+
+
+def generate_texts(config: ModelConfig, params: Any, tokenizer: Tokenizer, texts: Sequence[str],
+                   *, batch_size: int = 32, seed: int = 0, **generate_kwargs: Any) -> list[str]:
+  """One output text per prompt text: `encode_prompts`, `generate` per batch, `decode_outputs`.
+
+  Args:
+    config, params: the model.
+    tokenizer: the run's tokenizer.
+    texts: prompts (see `prompts.py` for empty, too long and out-of-vocabulary prompts).
+    batch_size: prompts decoded together.
+    seed: sampling seed; batch i uses fold_in(key(seed), i).
+    **generate_kwargs: method, max_new_tokens, beam_size, alpha, temperature, top_k, top_p.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  prompts = encode_prompts(tokenizer, texts, config, generate_kwargs.get("max_new_tokens"))
+  outputs = []
+  for i, start in enumerate(range(0, len(texts), batch_size)):
+    batch = prompts[start:start + batch_size]
+    batch = batch[:, :max(1, int(np.max(np.sum(batch != PAD_ID, axis=1))))]  # drop shared padding
+    tokens = generate(config, params, batch, rng=jax.random.fold_in(jax.random.key(seed), i),
+                      **generate_kwargs)
+    outputs += decode_outputs(tokenizer, np.asarray(tokens))
+  return outputs
