@@ -29,14 +29,13 @@ def test_step_logits_equal_full_forward(architecture, position_encoding, norm_pl
   targets = jnp.asarray(rng.integers(4, config.vocab_size, (2, 7)), jnp.int32)
   inputs = jnp.asarray(rng.integers(4, config.vocab_size, (2, 5)), jnp.int32)
   inputs = inputs.at[1, 3:].set(0)  # a padded encoder input
-  model = build_model(config.eval())
+  forward = jax.jit(build_model(config.eval()).apply)
   if architecture == "encoder_decoder":
-    full = model.apply({"params": params}, inputs, targets)
+    full = forward({"params": params}, inputs, targets)
   else:
-    full = model.apply({"params": params}, targets)
+    full = forward({"params": params}, targets)
     inputs = None
   decoder_inputs = shift_right(targets, jnp.ones_like(targets))
-
 
   @jax.jit
   def step_by_step(params, inputs, decoder_inputs):  # -> logits [batch, length, vocab]
