@@ -12,18 +12,16 @@ from transformer.models.transformer import build_model, shift_right
 
 @pytest.mark.parametrize("architecture,position_encoding,norm_placement,use_cache", [
     ("encoder_decoder", "sinusoidal", "post", True),
-    ("encoder_decoder", "learned", "pre", True),
-    ("encoder_decoder", "rope", "post", True),
-    ("encoder_decoder", "sinusoidal", "post", False),
-    ("decoder_only", "sinusoidal", "pre", True),
-    ("decoder_only", "learned", "post", True),
-    ("decoder_only", "rope", "pre", True),
-    ("decoder_only", "rope", "pre", False),
+    ("encoder_decoder", "rope", "pre", True),
+    ("encoder_decoder", "learned", "post", False),
+    ("decoder_only", "learned", "pre", True),
+    ("decoder_only", "rope", "post", True),
+    ("decoder_only", "sinusoidal", "post", False),
 ])
 def test_step_logits_equal_full_forward(architecture, position_encoding, norm_placement,
                                         use_cache):
   config = tiny_config(architecture, position_encoding=position_encoding,
-                       norm_placement=norm_placement)
+                       norm_placement=norm_placement, num_encoder_layers=2, num_decoder_layers=2)
   params = init_params(config)
   rng = np.random.default_rng(0)
   targets = jnp.asarray(rng.integers(4, config.vocab_size, (2, 7)), jnp.int32)

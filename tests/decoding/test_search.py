@@ -84,11 +84,11 @@ PROMPTS = {"encoder_decoder": [[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]],
 @pytest.mark.parametrize("architecture", ["encoder_decoder", "decoder_only"])
 def test_beam_size_1_equals_greedy(architecture):
   config = tiny_config(architecture, tie_output_embedding=False, position_encoding="rope")
-  params = init_params(config, seed=1)
+  params = init_params(config, seed=2)
   prompts = jnp.array(PROMPTS[architecture], jnp.int32)
-  greedy = generate(config, params, prompts, method="greedy", max_new_tokens=10)
+  greedy = generate(config, params, prompts, method="greedy", max_new_tokens=8)
   beam = generate(config, params, prompts, method="beam", beam_size=1, alpha=0.6,
-                  max_new_tokens=10)
+                  max_new_tokens=8)
   np.testing.assert_array_equal(beam, greedy)
   assert len(np.unique(np.asarray(greedy))) > 2  # the model's outputs are not degenerate
 
@@ -97,7 +97,7 @@ def test_beam_size_1_equals_greedy(architecture):
 def test_beam_score_equals_full_forward_score(architecture):
   """The cached, beam-reordered search scores its output as a full forward pass does."""
   config = tiny_config(architecture, tie_output_embedding=False, position_encoding="rope")
-  params = init_params(config, seed=1)
+  params = init_params(config, seed=2)
   prompts = jnp.array(PROMPTS[architecture], jnp.int32)
   batch, beam_size, num_new, alpha = 2, 3, 6, 0.6
   encoder_inputs, prefixes = ((prompts, jnp.zeros((batch, 0), jnp.int32))
