@@ -4,7 +4,7 @@
 
 The prompt is the encoder input of an encoder-decoder and the decoder prefix of
 a decoder-only model. The whole decode (encoder, cache creation, loop) is one
-jit-compiled function per (config, method, shapes, beam_size, top_k).
+jit-compiled function per (config, method, shapes, beam_size).
 """
 
 import functools
@@ -90,17 +90,16 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
                      f"got {prompts.shape[1]}")
   num_new = num_new_tokens(config, prompts.shape[1], max_new_tokens)
   return _generate(config, params, prompts, rng if rng is not None else jax.random.key(0),
-                   jnp.float32(alpha), jnp.float32(temperature), jnp.float32(top_p),
-                   method=method, num_new=num_new, limited=max_new_tokens is not None,
-                   beam_size=beam_size if method == "beam" else 1, top_k=top_k,
-                   use_cache=use_cache)
+                   jnp.float32(alpha), jnp.float32(temperature), jnp.int32(top_k),
+                   jnp.float32(top_p), method=method, num_new=num_new, limited=max_new_tokens is not None,
+                   beam_size=beam_size if method == "beam" else 1, use_cache=use_cache)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(
-    "method", "num_new", "limited", "beam_size", "top_k", "use_cache"))
+    "method", "num_new", "limited", "beam_size", "use_cache"))
 def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.Array,
-              alpha: jnp.ndarray, temperature: jnp.ndarray, top_p: jnp.ndarray, *, method: str,
-              num_new: int, limited: bool, beam_size: int, top_k: int,
+              alpha: jnp.ndarray, temperature: jnp.ndarray, top_k: jnp.ndarray,
+              top_p: jnp.ndarray, *, method: str, num_new: int, limited: bool, beam_size: int,
               use_cache: bool) -> jnp.ndarray:
   """The jit-compiled body of `generate` (arguments validated there)."""
   batch = prompts.shape[0]

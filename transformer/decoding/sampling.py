@@ -27,12 +27,14 @@ def greedy(log_probs: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
   return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
 
 
-def top_k_filter(logits: jnp.ndarray, k: int) -> jnp.ndarray:
-  """Keeps the k largest logits of each row (ties at the k-th kept), others -inf; k = 0: all."""
-  if k == 0:
-    return logits
-  kth = lax.top_k(logits, k)[0][..., -1:]
-  return jnp.where(logits >= kth, logits, -jnp.inf)
+def top_k_filter(logits: jnp.ndarray, k: int | jnp.ndarray) -> jnp.ndarray:
+  """Keeps the k largest logits of each row (ties at the k-th kept), others -inf; k = 0: all.
+
+  k may be traced (it indexes the sorted logits), so changing it does not recompile.
+  """
+  vocab = logits.shape[-1]
+  kth = jnp.take(jnp.sort(logits, axis=-1), vocab - jnp.clip(k, 1, vocab), axis=-1)[..., None]
+  return jnp.where((logits >= kth) | (k == 0), logits, -jnp.inf)
 
 
 def top_p_filter(logits: jnp.ndarray, p: float | jnp.ndarray) -> jnp.ndarray:
@@ -54,7 +56,8 @@ def top_p_filter(logits: jnp.ndarray, p: float | jnp.ndarray) -> jnp.ndarray:
   return jnp.where((logits >= threshold) | (p >= 1.0), logits, -jnp.inf)
 
 
-def sampler(temperature: float | jnp.ndarray, top_k: int, top_p: float | jnp.ndarray) -> Chooser:
+def sampler(temperature: float | jnp.ndarray, top_k: int | jnp.ndarray,
+            top_p: float | jnp.ndarray) -> Chooser:
   """A chooser drawing from softmax(log_probs / temperature) after the top-k and top-p filters."""
 
   def choose(log_probs: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
