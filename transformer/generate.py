@@ -1,4 +1,4 @@
-"""Generates text from a trained run: one output line per prompt.
+r"""Generates text from a trained run: one output line per prompt.
 
   python -m transformer.generate --workdir=runs/finetune --prompt="def add(a, b): return a + b"
   python -m transformer.generate --workdir=runs/pretrain --prompts_file=prompts.txt \
@@ -8,7 +8,7 @@
 Prompts come from --prompt, else --prompts_file (one per line), else standard input
 (one per line). Empty prompts are errors; too long prompts are truncated with a
 warning; see transformer/decoding/prompts.py. Newlines in outputs are printed as
-'\\n' so that output line i answers prompt i.
+'\n' so that output line i answers prompt i.
 """
 
 import json
