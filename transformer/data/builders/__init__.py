@@ -1,0 +1,1 @@
+"""TFDS builders and record sources: the embedded stdlib corpus, the TFDS catalog, local files."""

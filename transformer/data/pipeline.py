@@ -1,0 +1,400 @@
+"""grain input pipeline: source -> tokenize -> task -> pack (train) or pad (eval) -> batch per process.
+
+The trainer calls two functions:
+
+    tokenizer = load_tokenizer_for(data_cfg, workdir)      # trains on first use, then reuses
+    it = make_dataset(data_cfg, "train", global_batch_size=64, seed=0, train=True,
+                      process_index=jax.process_index(), process_count=jax.process_count(),
+                      tokenizer=tokenizer)
+    batch = next(it)          # dict of numpy arrays [global_batch_size / process_count, L]
+    state = it.get_state()    # JSON-able; it.set_state(state) resumes exactly there
+
+`it` is a grain `DatasetIterator`: Orbax saves and restores it with
+`grain.PyGrainCheckpointSave(it)` / `grain.PyGrainCheckpointRestore(it)`.
+
+Batch keys by task (int32 unless noted; segmentation 1.. per packed segment and
+0 on padding; positions restart at 0 in each segment):
+- lm:              targets, targets_segmentation, targets_position
+- prefix_lm:       the lm keys + targets_weights (float32: 1 on target and EOS)
+- seq2seq, span_corruption: inputs, targets, {inputs,targets}_{segmentation,position}
+- preference:      chosen, rejected, chosen_weights, rejected_weights (float32); never packed
+Training batches are packed (if `pack`) and endless (shuffled anew each epoch);
+eval batches are padded (segmentation 1 on tokens, positions arange), one pass,
+the last batch filled up with all-padding rows.
+
+Over-long examples (longer than the configured lengths after tokenization and
+EOS; lm documents are cut into chunks and never are) are skipped and counted
+in the log. Span-corruption chunks under 2 tokens are dropped.
+
+Statistics (packing efficiency) of a config:
+
+    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.seq_len=256
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from transformer.data import tasks
+from transformer.data import tokenizer as tokenizer_lib
+from transformer.data.builders import catalog
+from transformer.data.builders import local_files
+from transformer.data.builders import stdlib_corpus
+
+SOURCES = ("stdlib", "tfds", "files")
+TASK_KINDS = {
+    "lm": "documents",
+    "span_corruption": "documents",
+    "seq2seq": "pairs",
+    "prefix_lm": "pairs",
+    "preference": "preferences",
+}
+STDLIB_KINDS = {
+    "text": ("documents", ("text",)),
+    "summarize": ("pairs", ("input", "target")),
+    "preferences": ("preferences", ("prompt", "chosen", "rejected")),
+}
+TOKENIZER_FILENAME = "spm.model"
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """The data config with defaults; every field documented in one line."""
+  c = ml_collections.ConfigDict()
+  c.source = "stdlib"  # where examples come from: 'stdlib' (embedded corpus) | 'tfds' (catalog) | 'files' (glob)
+  c.name = "stdlib_corpus/text"  # 'stdlib_corpus/<text|summarize|preferences>' or a catalog name, e.g. 'lm1b'
+  c.task = "lm"  # 'lm' | 'prefix_lm' | 'seq2seq' | 'span_corruption' | 'preference'
+  c.seq_len = 256  # tokens per sequence: targets (lm, prefix_lm), inputs (seq2seq, span), chosen/rejected
+  c.targets_len = 0  # targets length of seq2seq / span_corruption; 0 = seq_len (span: T5's derived length)
+  c.pack = True  # pack several examples per row in training (segmentation/positions); eval is always padded
+  c.packing_bins = 0  # rows packed at once (first fit); 0 = 4 x the per-process batch
+  c.data_dir = ""  # TFDS data dir (stdlib corpus prepared here on first use); '' = TFDS default
+  c.stdlib_packages = ()  # limit the stdlib corpus to these top-level packages (quick runs); () = all
+  c.file_pattern = ""  # glob of local files (source 'files'); '{split}' is replaced by the split name
+  c.vocab_size = 8000  # SentencePiece vocabulary size (incl. 4 special ids, sentinels and 256 bytes)
+  c.spm_model_type = "unigram"  # 'unigram' | 'bpe' | 'char' | 'word'
+  c.spm_byte_fallback = True  # unknown characters become UTF-8 byte pieces (lossless)
+  c.spm_character_coverage = 0.9995  # fraction of characters covered by pieces of their own
+  c.spm_input_sentence_size = 1_000_000  # at most this many lines of the train split train SentencePiece
+  c.num_sentinels = 100  # span-corruption sentinels <extra_id_k>, ids 4 .. 4 + num_sentinels - 1
+  c.noise_density = tasks.NOISE_DENSITY  # span corruption: fraction of tokens masked
+  c.mean_span_length = tasks.MEAN_SPAN_LENGTH  # span corruption: mean masked span length
+  c.num_workers = 0  # grain worker processes per JAX process (0 = in the main process)
+  return c
+
+
+def _field_error(field: str, value: Any, expected: str) -> ValueError:
+  return ValueError(f"data.{field}: got {value!r}, expected {expected}")
+
+
+def source_kind(cfg: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
+  """(record kind, feature name per field) of the configured source."""
+  if cfg.source == "stdlib":
+    prefix, _, config = cfg.name.partition("/")
+    if prefix != "stdlib_corpus" or config not in STDLIB_KINDS:
+      raise _field_error("name", cfg.name, f"one of {[f'stdlib_corpus/{k}' for k in STDLIB_KINDS]}")
+    return STDLIB_KINDS[config]
+  if cfg.source == "tfds":
+    if cfg.name not in catalog.CATALOG:
+      raise _field_error("name", cfg.name, f"one of {sorted(catalog.CATALOG)}")
+    entry = catalog.CATALOG[cfg.name]
+    return entry.kind, entry.features
+  kind = TASK_KINDS[cfg.task]
+  return kind, local_files.KIND_FIELDS[kind]
+
+
+def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first invalid field of a data config."""
+  if cfg.source not in SOURCES:
+    raise _field_error("source", cfg.source, f"one of {SOURCES}")
+  if cfg.task not in TASK_KINDS:
+    raise _field_error("task", cfg.task, f"one of {tuple(TASK_KINDS)}")
+  if cfg.source == "files" and not cfg.file_pattern:
+    raise _field_error("file_pattern", cfg.file_pattern, "a glob of local files for source 'files'")
+  kind, _ = source_kind(cfg)
+  if kind != TASK_KINDS[cfg.task]:
+    raise _field_error("task", cfg.task, f"a task for {kind} (source {cfg.source!r}, name {cfg.name!r}): "
+                       f"{[t for t, k in TASK_KINDS.items() if k == kind]}")
+  for field in ("seq_len", "vocab_size"):
+    if cfg[field] <= 0:
+      raise _field_error(field, cfg[field], "a positive integer")
+  for field in ("targets_len", "num_workers", "packing_bins", "num_sentinels"):
+    if cfg[field] < 0:
+      raise _field_error(field, cfg[field], "a non-negative integer")
+  if cfg.spm_model_type not in tokenizer_lib.MODEL_TYPES:
+    raise _field_error("spm_model_type", cfg.spm_model_type, f"one of {tokenizer_lib.MODEL_TYPES}")
+  reserved = 4 + cfg.num_sentinels + (256 if cfg.spm_byte_fallback else 0)
+  if cfg.vocab_size <= reserved:
+    raise _field_error("vocab_size", cfg.vocab_size, f"more than the {reserved} reserved pieces")
+  if not 0.0 < cfg.noise_density < 1.0:
+    raise _field_error("noise_density", cfg.noise_density, "a fraction in (0, 1)")
+  if cfg.mean_span_length < 1.0:
+    raise _field_error("mean_span_length", cfg.mean_span_length, ">= 1")
+  if cfg.task == "span_corruption":
+    raw, _ = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)
+    spans = max(1, round(round(raw * cfg.noise_density) / cfg.mean_span_length))
+    if spans > cfg.num_sentinels:
+      raise _field_error("num_sentinels", cfg.num_sentinels, f">= {spans} spans of a {raw}-token chunk")
+
+
+def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[str, Any]]:
+  """The random-access records of `split` (stdlib corpus prepared on first use)."""
+  data_dir = cfg.data_dir or None
+  if cfg.source == "stdlib":
+    content = cfg.name.partition("/")[2]
+    packages = tuple(cfg.stdlib_packages)
+    config = content if not packages else stdlib_corpus.StdlibCorpusConfig(
+        name=f"{content}_{'_'.join(sorted(packages))}", content=content, packages=packages,
+        description=f"{content} of the packages {packages}")
+    return stdlib_corpus.prepare(config, data_dir).as_data_source(split)
+  if cfg.source == "tfds":
+    return catalog.catalog_source(cfg.name, split, data_dir)
+  return local_files.read_records(cfg.file_pattern.replace("{split}", split), TASK_KINDS[cfg.task])
+
+
+def _text(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def record_texts(record: Mapping[str, Any], features: Sequence[str]) -> list[str]:
+  """The field texts of one record, in the kind's field order."""
+  return [_text(record[f]) for f in features]
+
+
+def load_tokenizer_for(cfg: ml_collections.ConfigDict, workdir_or_path: str) -> tokenizer_lib.Tokenizer:
+  """The SentencePiece model at `<dir>/spm.model` (or the given `.model` path); trained on first use.
+
+  Training reads at most `spm_input_sentence_size` non-blank lines of the
+  train split. A stored model whose vocabulary size differs from
+  `vocab_size` is rejected (ValueError).
+  """
+  validate_data_config(cfg)
+  path = workdir_or_path if workdir_or_path.endswith(".model") else os.path.join(workdir_or_path, TOKENIZER_FILENAME)
+  if os.path.exists(path):
+    tok = tokenizer_lib.load_tokenizer(path)
+    if tok.vocab_size != cfg.vocab_size:
+      raise _field_error("vocab_size", cfg.vocab_size, f"{tok.vocab_size}, the size of the stored model {path}")
+    return tok
+  _, features = source_kind(cfg)
+  lines = (
+      line
+      for record in open_source(cfg, "train")
+      for text in record_texts(record, features)
+      for line in text.splitlines()
+      if line.strip()
+  )
+  tok = tokenizer_lib.train_tokenizer(
+      itertools.islice(lines, cfg.spm_input_sentence_size), vocab_size=cfg.vocab_size,
+      model_type=cfg.spm_model_type, byte_fallback=cfg.spm_byte_fallback,
+      character_coverage=cfg.spm_character_coverage, num_sentinels=cfg.num_sentinels,
+      input_sentence_size=cfg.spm_input_sentence_size,
+  )
+  tokenizer_lib.save_tokenizer(tok, path)
+  logging.info("trained SentencePiece (%d pieces) on %s and saved it to %s", tok.vocab_size, cfg.name, path)
+  return tok
+
+
+def task_lengths(cfg: ml_collections.ConfigDict) -> dict[str, int]:
+  """Fixed length of every sequence feature of the task."""
+  if cfg.task == "lm":
+    return {"targets": cfg.seq_len}
+  if cfg.task == "prefix_lm":
+    return {"targets": cfg.seq_len, "targets_weights": cfg.seq_len}
+  if cfg.task == "preference":
+    return {k: cfg.seq_len for k in ("chosen", "rejected", "chosen_weights", "rejected_weights")}
+  targets_len = cfg.targets_len
+  if cfg.task == "span_corruption" and not targets_len:
+    targets_len = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)[1]
+  return {"inputs": cfg.seq_len, "targets": targets_len or cfg.seq_len}
+
+
+class _Tokenize(grain.transforms.Map):
+  """Record -> tuple of int32 token arrays, one per field."""
+
+  def __init__(self, tokenizer: tokenizer_lib.Tokenizer, features: Sequence[str]):
+    self._tokenizer = tokenizer
+    self._features = tuple(features)
+
+  def map(self, record: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    return tuple(self._tokenizer.encode(t) for t in record_texts(record, self._features))
+
+
+class _FlatMap(grain.experimental.FlatMapTransform):
+  """Grain wrapper of a pure one-to-many task function."""
+
+  max_fan_out = 1 << 20
+
+  def __init__(self, fn):
+    self._fn = fn
+
+  def flat_map(self, element):
+    return self._fn(element)
+
+
+class _SkipOverlong(grain.transforms.Filter):
+  """Keeps examples that fit the task lengths; logs the running count of skipped ones."""
+
+  def __init__(self, max_lengths: Mapping[str, int], where: str):
+    self._max_lengths = dict(max_lengths)
+    self._where = where
+    self._skipped = 0
+
+  def filter(self, example: Mapping[str, np.ndarray]) -> bool:
+    if tasks.fits(example, self._max_lengths):
+      return True
+    self._skipped += 1
+    if self._skipped & (self._skipped - 1) == 0:  # 1, 2, 4, 8, ...: a log line per doubling.
+      logging.warning("%s: skipped %d over-long examples so far (lengths %s > %s)", self._where, self._skipped,
+                      tasks.lengths_of(example), self._max_lengths)
+    return False
+
+
+def _lm_chunks(fields: tuple[np.ndarray, ...], seq_len: int) -> list[dict[str, np.ndarray]]:
+  return tasks.lm_chunks(fields[0], seq_len)
+
+
+def _span_chunks(fields: tuple[np.ndarray, ...], raw_length: int) -> list[np.ndarray]:
+  return [c for c in tasks.split_chunks(fields[0], raw_length) if len(c) >= 2]
+
+
+def _span_corruption(tokens: np.ndarray, rng: np.random.Generator, **kwargs) -> dict[str, np.ndarray]:
+  return tasks.span_corruption(tokens, rng, **kwargs)
+
+
+def _per_record(fields: tuple[np.ndarray, ...], fn) -> dict[str, np.ndarray]:
+  return fn(*fields)
+
+
+def _apply_task(ds: grain.IterDataset, cfg: ml_collections.ConfigDict) -> grain.IterDataset:
+  """Token arrays per record -> unpadded task examples (module-level functions: picklable for workers)."""
+  if cfg.task == "lm":
+    return grain.experimental.FlatMapIterDataset(ds, _FlatMap(functools.partial(_lm_chunks, seq_len=cfg.seq_len)))
+  if cfg.task == "span_corruption":
+    raw, _ = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)
+    ds = grain.experimental.FlatMapIterDataset(ds, _FlatMap(functools.partial(_span_chunks, raw_length=raw)))
+    return ds.random_map(functools.partial(
+        _span_corruption, noise_density=cfg.noise_density, mean_span_length=cfg.mean_span_length))
+  fn = {"seq2seq": tasks.seq2seq, "prefix_lm": tasks.prefix_lm, "preference": tasks.preference}[cfg.task]
+  return ds.map(functools.partial(_per_record, fn=fn))
+
+
+def _packed_features(example: Mapping[str, np.ndarray], lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+  """grain packing output -> contract names (`k_segmentation`, `k_position`), weights without extras."""
+  out = {}
+  for key in lengths:
+    out[key] = example[key]
+    if not key.endswith("_weights"):
+      out[f"{key}_segmentation"] = example[f"{key}_segment_ids"]
+      out[f"{key}_position"] = example[f"{key}_positions"]
+  return out
+
+
+def _fill_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+  """Casts (ids int32, weights float32) and pads the batch dimension to `rows` with zero rows."""
+  out = {}
+  for key, value in batch.items():
+    value = value.astype(np.float32 if key.endswith("_weights") else np.int32)
+    out[key] = np.pad(value, [(0, rows - len(value))] + [(0, 0)] * (value.ndim - 1))
+  return out
+
+
+def make_dataset(
+    cfg: ml_collections.ConfigDict,
+    split: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    train: bool,
+    process_index: int,
+    process_count: int,
+    tokenizer: tokenizer_lib.Tokenizer,
+) -> grain.DatasetIterator:
+  """A checkpointable iterator of this process's batches, each [global_batch_size / process_count, L].
+
+  train=True: records sharded by process, shuffled with `seed` anew each epoch,
+  repeated forever, packed if `cfg.pack`. train=False: one pass in order,
+  padded, last batch filled with padding rows.
+  """
+  validate_data_config(cfg)
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise _field_error("global_batch_size", global_batch_size, f"a positive multiple of process_count={process_count}")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index: got {process_index}, expected 0 <= index < process_count={process_count}")
+  if cfg.task == "span_corruption" and tokenizer.num_sentinels < cfg.num_sentinels:
+    raise _field_error("num_sentinels", cfg.num_sentinels, f"<= {tokenizer.num_sentinels}, the tokenizer's")
+  batch_size = global_batch_size // process_count
+  lengths = task_lengths(cfg)
+  _, features = source_kind(cfg)
+  source = open_source(cfg, split)
+  if len(source) == 0:  # pylint: disable=g-explicit-length-test
+    raise ValueError(f"data.name/file_pattern: split {split!r} of {cfg.name or cfg.file_pattern!r} has no examples")
+
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  if train:
+    ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds.map(_Tokenize(tokenizer, features)).to_iter_dataset()
+  ds = _apply_task(ds.seed(seed), cfg)
+  ds = ds.filter(_SkipOverlong(lengths, f"{cfg.name or cfg.file_pattern} {split}"))
+  if train and cfg.pack and cfg.task != "preference":
+    ds = grain.experimental.FirstFitPackIterDataset(
+        ds, length_struct=lengths, num_packing_bins=cfg.packing_bins or 4 * batch_size, seed=seed)
+    ds = ds.map(functools.partial(_packed_features, lengths=lengths))
+  else:
+    ds = ds.map(functools.partial(
+        tasks.pad_example, max_lengths=lengths, with_segmentation=cfg.task != "preference"))
+  ds = ds.batch(batch_size, drop_remainder=train)
+  ds = ds.map(functools.partial(_fill_rows, rows=batch_size))
+  if cfg.num_workers:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
+  return iter(ds)
+
+
+def packing_stats(batches: Iterator[Mapping[str, np.ndarray]], num_batches: int) -> dict[str, float]:
+  """Non-padding fraction and segments per row of each `*_segmentation` feature over `num_batches` batches."""
+  tokens, cells, segments, rows = {}, {}, {}, 0
+  for batch in itertools.islice(batches, num_batches):
+    for key, seg in batch.items():
+      if key.endswith("_segmentation"):
+        tokens[key] = tokens.get(key, 0) + int((seg > 0).sum())
+        cells[key] = cells.get(key, 0) + seg.size
+        segments[key] = segments.get(key, 0) + int(seg.max(axis=1).sum())
+    rows += len(next(iter(batch.values())))
+  return {
+      **{f"{k}_non_pad_fraction": round(tokens[k] / cells[k], 4) for k in tokens},
+      **{f"{k}_per_row": round(segments[k] / rows, 2) for k in tokens},
+      "rows": rows,
+  }
+
+
+def main(argv: Sequence[str]) -> None:
+  """Prints packing statistics (JSON) of the --data config on its train split."""
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  cfg = flags.FLAGS.data
+  tok = load_tokenizer_for(cfg, flags.FLAGS.workdir)
+  it = make_dataset(cfg, "train", global_batch_size=flags.FLAGS.batch_size, seed=0, train=True,
+                    process_index=0, process_count=1, tokenizer=tok)
+  print(json.dumps({"name": cfg.name, "task": cfg.task, "seq_len": cfg.seq_len, "pack": cfg.pack,
+                    **packing_stats(it, flags.FLAGS.num_batches)}))
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_dict("data", default_data_config(), "Data config; override fields with --data.x=y.")
+  flags.DEFINE_string("workdir", "/tmp/transformer_data", "Where spm.model is trained on first use and reused.")
+  flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+  flags.DEFINE_integer("num_batches", 100, "Batches to measure.")
+  app.run(main)

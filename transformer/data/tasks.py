@@ -1,0 +1,163 @@
+"""Task transforms: pure functions from token ids of one example to model features.
+
+Every function takes and returns numpy arrays (int32 ids, float32 weights) and
+keeps no state; randomness comes in as an explicit `np.random.Generator`.
+Sequences are unpadded here; `pad_example` (eval) or grain packing (train)
+brings them to fixed lengths.
+
+- lm:              document -> chunks of `targets` (EOS after the document, no BOS:
+                   the model shifts right itself).
+- seq2seq:         (inputs, targets) -> both with EOS.
+- prefix_lm:       (prompt, target) -> one `targets` sequence prompt + target + EOS,
+                   `targets_weights` 1.0 on target and EOS, 0.0 on the prompt.
+- span_corruption: T5 §3.1.4: noise density 0.15, mean span length 3, spans
+                   replaced by sentinels <extra_id_0>, <extra_id_1>, ... in order;
+                   targets = each sentinel followed by the span it replaced.
+- preference:      (prompt, chosen, rejected) -> prompt + response + EOS for each,
+                   weights 1.0 on the response and EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from transformer import special_ids
+from transformer.data.tokenizer import sentinel_id
+
+NOISE_DENSITY = 0.15
+MEAN_SPAN_LENGTH = 3.0
+
+_EOS = np.array([special_ids.EOS_ID], np.int32)
+
+
+def _ids(*parts: np.ndarray) -> np.ndarray:
+  return np.concatenate([np.asarray(p, np.int32).reshape(-1) for p in parts])
+
+
+def lm_chunks(tokens: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]:
+  """A document [n] -> [{'targets': [<= seq_len]}, ...]: tokens + EOS cut into consecutive chunks."""
+  stream = _ids(tokens, _EOS)
+  return [{"targets": stream[i : i + seq_len]} for i in range(0, len(stream), seq_len)]
+
+
+def split_chunks(tokens: np.ndarray, length: int) -> list[np.ndarray]:
+  """A document [n] -> consecutive pieces of at most `length` tokens (no EOS; for span corruption)."""
+  return [tokens[i : i + length] for i in range(0, len(tokens), length)]
+
+
+def seq2seq(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+  """(inputs [n], targets [m]) -> {'inputs': [n+1], 'targets': [m+1]}, EOS appended to both."""
+  return {"inputs": _ids(inputs, _EOS), "targets": _ids(targets, _EOS)}
+
+
+def prefix_lm(prompt: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on the prompt)."""
+  return {
+      "targets": _ids(prompt, target, _EOS),
+      "targets_weights": np.concatenate([np.zeros(len(prompt), np.float32), np.ones(len(target) + 1, np.float32)]),
+  }
+
+
+def preference(prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
+  """-> {'chosen', 'rejected'}: prompt + response + EOS, and `*_weights` 1.0 on response and EOS."""
+  out = {}
+  for key, response in (("chosen", chosen), ("rejected", rejected)):
+    pair = prefix_lm(prompt, response)
+    out[key], out[f"{key}_weights"] = pair["targets"], pair["targets_weights"]
+  return out
+
+
+def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
+  """Lengths [num_segments] of a uniformly random split of `num_items` into non-empty segments."""
+  cuts = np.sort(rng.choice(np.arange(1, num_items), size=num_segments - 1, replace=False))
+  return np.diff(np.concatenate([[0], cuts, [num_items]]))
+
+
+def random_spans_noise_mask(
+    length: int, rng: np.random.Generator, noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH,
+) -> np.ndarray:
+  """bool [length]: True on noise tokens; alternating spans, starting with non-noise (as in T5).
+
+  round(length * noise_density) noise tokens (clipped to [1, length - 1]) in
+  round(noise / mean_span_length) spans (at least 1); `length` must be >= 2.
+  """
+  if length < 2:
+    raise ValueError(f"span corruption needs at least 2 tokens, got {length}")
+  num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+  num_spans = min(max(int(round(num_noise / mean_span_length)), 1), num_noise, length - num_noise)
+  noise_lengths = _random_segmentation(num_noise, num_spans, rng)
+  keep_lengths = _random_segmentation(length - num_noise, num_spans, rng)
+  spans = np.stack([keep_lengths, noise_lengths], axis=1).reshape(-1)
+  return np.repeat(np.tile([False, True], num_spans), spans)
+
+
+def corrupt_spans(
+    tokens: np.ndarray, mask: np.ndarray, sentinel: Callable[[int], int] = sentinel_id
+) -> dict[str, np.ndarray]:
+  """tokens [n], noise mask bool [n] -> {'inputs', 'targets'} with EOS; one sentinel per noise span.
+
+  inputs  = keep_0 S_0 keep_1 S_1 ... EOS;  targets = S_0 noise_0 S_1 noise_1 ... EOS,
+  with S_k = sentinel(k), so replacing each S_k in inputs by noise_k gives back tokens.
+  """
+  span_start = mask & ~np.concatenate([[False], mask[:-1]])
+  span_index = np.cumsum(span_start) - 1
+  sentinels = np.array([sentinel(k) for k in range(int(span_start.sum()))], np.int32)
+  inputs = np.where(span_start, sentinels[np.maximum(span_index, 0)] if len(sentinels) else 0, tokens)
+  targets = [_ids([s], tokens[(span_index == k) & mask]) for k, s in enumerate(sentinels)]
+  return {"inputs": _ids(inputs[~mask | span_start], _EOS), "targets": _ids(*targets, _EOS)}
+
+
+def span_corruption(
+    tokens: np.ndarray, rng: np.random.Generator, noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH, sentinel: Callable[[int], int] = sentinel_id,
+) -> dict[str, np.ndarray]:
+  """T5 span corruption of tokens [n >= 2]: a random noise mask, then `corrupt_spans`."""
+  mask = random_spans_noise_mask(len(tokens), rng, noise_density, mean_span_length)
+  return corrupt_spans(tokens, mask, sentinel)
+
+
+def span_corruption_lengths(
+    inputs_length: int, noise_density: float = NOISE_DENSITY, mean_span_length: float = MEAN_SPAN_LENGTH,
+) -> tuple[int, int]:
+  """(raw tokens per chunk, targets length) such that corrupted inputs + EOS fill `inputs_length` (T5's helper)."""
+
+  def lengths(n: int) -> tuple[int, int]:
+    noise = int(round(n * noise_density))
+    spans = int(round(noise / mean_span_length))
+    return n - noise + spans + 1, noise + spans + 1
+
+  n = inputs_length - 1
+  while lengths(n + 1)[0] <= inputs_length:
+    n += 1
+  return n, lengths(n)[1]
+
+
+def lengths_of(example: Mapping[str, np.ndarray]) -> dict[str, int]:
+  """Length of each feature of an unpadded example."""
+  return {k: len(v) for k, v in example.items()}
+
+
+def fits(example: Mapping[str, np.ndarray], max_lengths: Mapping[str, int]) -> bool:
+  """Whether every feature named in `max_lengths` is at most that long."""
+  return all(len(example[k]) <= n for k, n in max_lengths.items())
+
+
+def pad_example(
+    example: Mapping[str, np.ndarray], max_lengths: Mapping[str, int], with_segmentation: bool
+) -> dict[str, np.ndarray]:
+  """Pads each feature to `max_lengths[key]` with 0 (eval; unpacked).
+
+  With `with_segmentation`, each id feature `k` (not `*_weights`) also gets
+  `k_segmentation` [L] (1 on tokens, 0 on padding) and `k_position` [L] (arange).
+  """
+  out = {}
+  for key, value in example.items():
+    length = max_lengths[key]
+    out[key] = np.pad(value, (0, length - len(value)))
+    if with_segmentation and not key.endswith("_weights"):
+      out[f"{key}_segmentation"] = (np.arange(length) < len(value)).astype(np.int32)
+      out[f"{key}_position"] = np.arange(length, dtype=np.int32)
+  return out
