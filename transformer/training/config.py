@@ -101,6 +101,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f">= 0 otherwise, got {config.optimizer.warmup_steps!r}")
   if config.optimizer.grad_clip_norm < 0:
     raise ConfigError(f"config.optimizer.grad_clip_norm must be >= 0, got {config.optimizer.grad_clip_norm!r}")
+  try:
+    pipeline.validate_data_config(config.data)
+  except ValueError as e:
+    raise ConfigError(f"config.{e}") from None
   problem = stages.get_stage(config.stage).check(config.data.task, model_config(config).architecture)
   if problem:
     raise ConfigError(problem)

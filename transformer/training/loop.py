@@ -30,7 +30,12 @@ from transformer.training.step import make_eval_step, make_train_step
 PrintFn = Callable[[str], None]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = print,
+def print_flush(line: str) -> None:
+  """print, flushed at once (progress stays visible when stdout is a file or pipe)."""
+  print(line, flush=True)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = print_flush,
         decode_fn: samples.DecodeFn = samples.uncached_greedy) -> dict[str, float]:
   """Trains (or resumes) the run `config` in `workdir`; returns the final eval metrics."""
   # ------------------------------------------------------------------ config and workdir
@@ -77,28 +82,33 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
   peak = flops.peak_flops(config.peak_flops_per_device)
   first_step = step = int(state.step)
   pending, tokens, timer, paused, eval_metrics = [], 0, None, 0.0, {}
+  if step == 0:  # the untrained (or init_from) baseline
+    eval_metrics = evaluate(state.params)
+    print_fn("eval at step 0: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+    if writer:
+      writer.write(0, "eval", eval_metrics)
   while step < config.num_train_steps:
     batch = next(train_data)
     tokens += count_tokens(batch)
     state, sums = train_step(state, parallel.put_batch(batch), jax.random.fold_in(rng, step))
     pending.append(sums)
     step += 1
-    if timer is None:  # the first step compiled; time from here on
+    if timer is None:  # the first step compiled: throughput counts from here on
       jax.block_until_ready(state.step)
-      timer, step_flops, tokens, pending, timer_step = (
-          time.perf_counter(), flops.train_flops_per_step(cfg, {k: v.shape for k, v in batch.items()}),
-          0, [], step)
-    elif step % config.log_every_steps == 0 or step == config.num_train_steps:
+      timer, timer_step, tokens = time.perf_counter(), step, 0
+      step_flops = flops.train_flops_per_step(cfg, {k: v.shape for k, v in batch.items()})
+    if step % config.log_every_steps == 0 or step == config.num_train_steps:
       train_metrics = stage.summarize(sum_metrics(pending))
       if not np.isfinite(train_metrics["loss"]):
         raise FloatingPointError(f"train loss is {train_metrics['loss']} at step {step}")
-      elapsed = time.perf_counter() - timer - paused
+      elapsed = max(time.perf_counter() - timer - paused, 1e-9)
       rate = (step - timer_step) / elapsed
       train_metrics.update(learning_rate=float(schedule(step - 1)), tokens_per_second=tokens / elapsed,
                            mfu=step_flops * rate / peak)
       print_fn(metrics.progress_line(step, config.num_train_steps, train_metrics["loss"],
                                      train_metrics["learning_rate"], train_metrics["tokens_per_second"],
-                                     train_metrics["mfu"], (config.num_train_steps - step) / rate))
+                                     train_metrics["mfu"],
+                                     (config.num_train_steps - step) / rate if rate else 0.0))
       if writer:
         writer.write(step, "train", train_metrics)
       pending = []
@@ -195,19 +205,16 @@ def count_tokens(batch: Mapping[str, np.ndarray]) -> int:
 
 def batch_spec(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of one global batch of the config's data task (no data read)."""
-  data, size = config.data, config.global_batch_size
-  ints = lambda length: jax.ShapeDtypeStruct((size, length), jnp.int32)  # noqa: E731
-  if data.task == "preference":
-    return {k: ints(data.targets_length) for k in ("chosen", "rejected", "chosen_weights", "rejected_weights")}
-  spec = {k: ints(data.targets_length) for k in ("targets", "targets_segmentation", "targets_position")}
-  if data.task == "prefix_lm":
-    spec["targets_weights"] = ints(data.targets_length)
-  if data.task in ("seq2seq", "span_corruption"):
-    spec.update({k: ints(data.inputs_length) for k in ("inputs", "inputs_segmentation", "inputs_position")})
+  spec = {}
+  for name, length in pipeline.task_lengths(config.data).items():
+    shape = (config.global_batch_size, length)
+    spec[name] = jax.ShapeDtypeStruct(shape, jnp.float32 if name.endswith("_weights") else jnp.int32)
+    if config.data.task != "preference" and not name.endswith("_weights"):
+      spec[f"{name}_segmentation"] = spec[f"{name}_position"] = jax.ShapeDtypeStruct(shape, jnp.int32)
   return spec
 
 
-def dry_run(config: ml_collections.ConfigDict, *, print_fn: PrintFn = print) -> dict[str, Any]:
+def dry_run(config: ml_collections.ConfigDict, *, print_fn: PrintFn = print_flush) -> dict[str, Any]:
   """Builds the model, prints its parameter overview, compiles the train step ahead of time.
 
   Nothing is allocated beyond what compilation needs and no data is read.
