@@ -32,11 +32,11 @@ def tiny_config(data_dir):
         "preference": ("preferences", "decoder_only", "reward"),
     }[task]
     c.stage = stage or default_stage
-    c.data.update(name=f"stdlib_corpus/{name}", task=task, seq_len=32, targets_len=16 if task == "seq2seq" else 0,
-                  vocab_size=300, num_sentinels=8, stdlib_packages=PACKAGES, data_dir=data_dir,
+    c.data.update(name=f"stdlib_corpus/{name}", task=task, seq_len=128 if task == "seq2seq" else 32, targets_len=64 if task == "seq2seq" else 0,
+                  vocab_size=400, num_sentinels=8, stdlib_packages=PACKAGES, data_dir=data_dir,
                   spm_input_sentence_size=20_000)
     c.model.update(architecture=architecture, d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
-                   num_decoder_layers=1, max_len=64)
+                   num_decoder_layers=1, max_len=128)
     c.global_batch_size = 4
     c.num_train_steps = 4
     c.optimizer.update(warmup_steps=2)
@@ -49,4 +49,26 @@ def tiny_config(data_dir):
     c.peak_flops_per_device = 1e11
     c.async_checkpoints = False
     return c
+  return make
+
+
+@pytest.fixture
+def workdir_for(tmp_path, tokenizer_dir):
+  """workdir_for(config, name) -> a fresh workdir holding the config's (cached) trained tokenizer."""
+  import hashlib
+  import os
+  import shutil
+
+  from transformer.data import pipeline
+  from transformer.training.checkpoints import tokenizer_path
+
+  def make(config, name: str = "run") -> str:
+    key = hashlib.sha1(config.data.to_json().encode()).hexdigest()[:12]
+    cached = os.path.join(tokenizer_dir, f"{key}.model")
+    if not os.path.exists(cached):
+      pipeline.load_tokenizer_for(config.data, cached)
+    workdir = str(tmp_path / name)
+    os.makedirs(workdir, exist_ok=True)
+    shutil.copyfile(cached, tokenizer_path(workdir))
+    return workdir
   return make

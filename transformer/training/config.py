@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The schema of every run config, with defaults (a tiny model on the embedded corpus)."""
+  """The schema of every run config, with defaults (a tiny causal LM on the embedded corpus)."""
   c = ml_collections.ConfigDict()
   c.stage = "pretrain"             # 'pretrain' | 'finetune' | 'reward': which loss and metrics.
   c.seed = 0                       # Seeds parameter init, dropout and data order.
@@ -36,7 +36,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict({
       f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name not in _RUN_SWITCHES})
-  c.model.update(d_model=64, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2,
+  c.model.update(architecture="decoder_only", d_model=64, num_heads=4, d_ff=256, num_encoder_layers=0,
+                 num_decoder_layers=2,
                  max_len=256)      # ModelConfig fields (transformer/models/config.py).
 
   c.global_batch_size = 32         # Examples per optimizer step, summed over all devices and hosts.

@@ -179,6 +179,8 @@ def evaluate_sums(eval_step: Callable, params: Any, data: Iterator[Mapping[str, 
     if max_batches and i >= max_batches:
       break
     pending.append(eval_step(params, parallel.put_batch(batch)))
+  if not pending:
+    raise ValueError("the eval split gave no batches (are all its examples longer than the config's lengths?)")
   return sum_metrics(pending)
 
 

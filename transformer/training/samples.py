@@ -20,15 +20,15 @@ DECODER_ONLY_PROMPT = 8  # tokens of a validation text that prompt a decoder-onl
 
 def uncached_greedy(model: nn.Module, cfg: ModelConfig, params: Any,
                     batch: Mapping[str, np.ndarray], max_length: int) -> np.ndarray:
-  """Greedy continuation, int [batch, max_length]: the target after the prompt, PAD-free.
+  """Greedy decoding, int [batch, prompt + max_length]: the prompt, then max_length new tokens.
 
   Encoder-decoder models decode from `batch['inputs']` with an empty prompt; decoder-only
-  models continue the first DECODER_ONLY_PROMPT tokens of `batch['targets']` (returned in
-  the output). Position i of the buffer is filled from the logits at position i.
+  models continue the first DECODER_ONLY_PROMPT tokens of `batch['targets']`. Position i of the buffer is filled from the logits at position i.
   """
   size = len(batch["targets"])
-  prompt = 0 if cfg.architecture == "encoder_decoder" else DECODER_ONLY_PROMPT
-  buffer = jnp.zeros((size, max_length), jnp.int32).at[:, :prompt].set(
+  prompt = 0 if cfg.architecture == "encoder_decoder" else min(DECODER_ONLY_PROMPT, batch["targets"].shape[1])
+  length = prompt + max_length
+  buffer = jnp.zeros((size, length), jnp.int32).at[:, :prompt].set(
       jnp.asarray(batch["targets"][:, :prompt]))
   segmentation = jnp.ones_like(buffer)
 
@@ -41,7 +41,7 @@ def uncached_greedy(model: nn.Module, cfg: ModelConfig, params: Any,
   def fill(i, tokens):
     return tokens.at[:, i].set(jnp.argmax(logits(tokens)[:, i], axis=-1).astype(jnp.int32))
 
-  return np.asarray(jax.jit(lambda t: jax.lax.fori_loop(prompt, max_length, fill, t))(buffer))
+  return np.asarray(jax.jit(lambda t: jax.lax.fori_loop(prompt, length, fill, t))(buffer))
 
 
 def until_eos(ids: np.ndarray) -> list[int]:
