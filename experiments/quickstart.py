@@ -23,13 +23,13 @@ def get_config(arg: str | None = None):
   c = default_config()
   c.stage = "finetune"
   c.data.update(source="stdlib", name="stdlib_corpus/summarize", task="seq2seq", seq_len=128,
-                targets_len=32, vocab_size=2000, spm_input_sentence_size=100_000)
+                targets_len=32, vocab_size=1000, num_sentinels=0, spm_input_sentence_size=100_000)
   c.model.update(architecture="encoder_decoder", d_model=128, num_heads=4, d_ff=512,
-                 num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0, max_len=128)
+                 num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.1, max_len=128)
   c.global_batch_size = 32
   c.num_train_steps = 300
   c.label_smoothing = 0.1
-  c.optimizer.update(name="adamw", schedule="cosine", learning_rate=3e-3, warmup_steps=30,
+  c.optimizer.update(name="adamw", schedule="cosine", learning_rate=2e-3, warmup_steps=50,
                      weight_decay=0.01, grad_clip_norm=1.0)
   c.log_every_steps = 25
   c.eval_every_steps = 100
