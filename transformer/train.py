@@ -26,22 +26,35 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a bad flag or config becomes one line on stderr and exit status 2."""
+  """Parses flags and loads the config; a bad flag or config is one line on stderr, exit status 2."""
   try:
     remaining = flags.FLAGS(argv)
     if _CONFIG.value is None:
       raise flags.Error("--config is required (e.g. --config=experiments/quickstart.py)")
+    _CONFIG.value.keys()  # a config file that failed to load raises here
     if _WORKDIR.value is None and not _DRY_RUN.value:
       raise flags.Error("--workdir is required (e.g. --workdir=runs/quickstart)")
     return remaining
   except (flags.Error, IOError, KeyError, AttributeError, TypeError, ValueError) as e:
-    fail(e)
+    fail(one_line(e, argv))
 
 
-def fail(error: BaseException) -> None:
-  """Prints `error: <first meaningful line>` and exits with status 2."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  message = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else repr(error))
+def one_line(error: BaseException, argv: list[str]) -> str:
+  """The gist of a flag or config error in one line, naming the field, flag or file."""
+  if error.args and isinstance(error.args[0], KeyError):  # config_flags wraps it in AttributeError
+    error = error.args[0]
+  text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  if isinstance(error, KeyError):  # config_flags: an override of a field the config does not have
+    key = lines[0].strip("'\"") if lines else "?"
+    flag = next((arg.split("=")[0] for arg in argv if arg.startswith("--config.")
+                 and arg.split("=")[0].endswith("." + key)), key)
+    return f"unknown config field in {flag}" + (f" ({' '.join(lines[1:])})" if len(lines) > 1 else "")
+  return lines[-1] if lines else repr(error)
+
+
+def fail(message: str) -> None:
+  """Prints `error: <message>` on stderr and exits with status 2."""
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
 
@@ -61,7 +74,7 @@ def main(argv: list[str]) -> None:
     else:
       loop.run(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
-    fail(e)
+    fail(str(e))
 
 
 if __name__ == "__main__":
