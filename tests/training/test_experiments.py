@@ -15,6 +15,8 @@ EXPERIMENTS = sorted(
     (os.path.basename(path), arg)
     for path in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
     for arg in ({"wmt14_ende.py": ("base", "big")}.get(os.path.basename(path), (None,))))
+# Shrunk, :big differs from :base only in dropout: run it with the slow tests.
+EXPERIMENTS = [pytest.param(*e, marks=pytest.mark.slow) if e[1] == "big" else e for e in EXPERIMENTS]
 
 
 def load_config(name: str, arg: str | None):

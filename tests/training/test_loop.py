@@ -31,6 +31,7 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints")) if s.isdigit()) == [2, 4]
 
   interrupted = workdir_for(config, "interrupted")
+  config.async_checkpoints = True  # the data position is still the one at the saved step
   config.num_train_steps = 2
   run_logged(config, interrupted)
   config.num_train_steps = 4
