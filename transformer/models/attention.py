@@ -10,11 +10,23 @@ an id >= 1, padding has id 0 and neither attends nor is attended to.
 Every intermediate (Q, K, V, scores, weights, ...) is sown into the
 'intermediates' collection, so `transformer.explain` can print the model's own
 numbers; sowing is free unless that collection is requested as mutable.
+
+Incremental decoding (`config.decode`) keeps keys and values in the 'cache'
+collection, following flax's attention: a first call with the full decode
+length creates the cache (see `transformer.decoding.cache`), then each call
+processes one new token.
+- decoder self-attention (`decode_cache='append'`): cached_key / cached_value
+  [batch, max_decode_len, heads, d_k] and cache_index; each step writes its key
+  and value at cache_index and attends to positions <= cache_index.
+- cross-attention (`decode_cache='fixed'`): cached_key / cached_value
+  [batch, input_len, heads, d_k], projected from the encoder output once, when
+  the cache is created, and reused by every step.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import apply_rope
@@ -66,10 +78,17 @@ class MultiHeadAttention(nn.Module):
   """h parallel attention heads with Q/K/V/output projections (all with biases).
 
   Param names: query, key, value (kernels [d_model, heads, d_k]) and out ([heads, d_v, d_model]).
+
+  Attributes:
+    config: the model config; `config.decode` switches the cache on.
+    use_rope: rotate queries and keys by their positions (rotary position encoding).
+    decode_cache: what to cache in decode mode: 'none' (encoder), 'append'
+      (decoder self-attention) or 'fixed' (cross-attention); see the module docstring.
   """
 
   config: ModelConfig
   use_rope: bool = False
+  decode_cache: str = "none"
 
   @nn.compact
   def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, mask: jnp.ndarray | None,
@@ -97,12 +116,23 @@ class MultiHeadAttention(nn.Module):
 
     axes = ("embed", "heads", "kv")
     query = projection("query", axes)(inputs_q)  # [batch, q_len, heads, d_k]
-    key = projection("key", axes)(inputs_kv)  # [batch, kv_len, heads, d_k]
-    value = projection("value", axes)(inputs_kv)  # [batch, kv_len, heads, d_v]
+    reuse_cache = (cfg.decode and self.decode_cache == "fixed"
+                   and self.has_variable("cache", "cached_key"))
+    if reuse_cache:  # cross-attention keys/values projected when the cache was created
+      key = self.get_variable("cache", "cached_key")
+      value = self.get_variable("cache", "cached_value")
+    else:
+      key = projection("key", axes)(inputs_kv)  # [batch, kv_len, heads, d_k]
+      value = projection("value", axes)(inputs_kv)  # [batch, kv_len, heads, d_v]
     if self.use_rope:
       query, key = apply_rope(query, positions_q), apply_rope(key, positions_kv)
     for name, array in (("query", query), ("key", key), ("value", value)):
       self.sow("intermediates", name, array)
+    if cfg.decode and self.decode_cache == "fixed" and not reuse_cache:
+      self.put_variable("cache", "cached_key", key)
+      self.put_variable("cache", "cached_value", value)
+    if cfg.decode and self.decode_cache == "append":
+      key, value, mask = self._append_to_cache(key, value, mask)
 
     scores, weights = attention_weights(query, key, mask)
     self.sow("intermediates", "scaled_scores", scores)
@@ -117,3 +147,31 @@ class MultiHeadAttention(nn.Module):
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
                                                  ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(heads)
+
+  def _append_to_cache(self, key: jnp.ndarray, value: jnp.ndarray, mask: jnp.ndarray | None
+                       ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray | None]:
+    """Decode-mode self-attention: stores this step's key and value, returns the whole cache.
+
+    The first call creates zero cached_key / cached_value shaped like its key and
+    value, [batch, max_decode_len, heads, d_k], and returns its inputs unchanged.
+    Every later call takes key and value [batch, 1, heads, d_k] of one new token,
+    writes them at cache_index and advances it.
+
+    Returns:
+      (keys [batch, max_decode_len, heads, d_k], values [batch, max_decode_len, heads, d_v],
+       mask bool [batch, 1, 1, max_decode_len]: the given mask and positions <= cache_index).
+    """
+    initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    cache_index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return key, value, mask
+    if key.shape[1] != 1:
+      raise ValueError(f"decode mode takes one token per call, got {key.shape[1]}")
+    index = cache_index.value
+    cached_key.value = lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
+    cached_value.value = lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
+    cache_index.value = index + 1
+    written = (jnp.arange(cached_key.value.shape[1]) <= index)[None, None, None, :]
+    return cached_key.value, cached_value.value, written if mask is None else mask & written

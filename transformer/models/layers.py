@@ -93,10 +93,11 @@ class DecoderLayer(_Layer):
     """
     cfg = self.config
     self_attention = MultiHeadAttention(cfg, use_rope=cfg.position_encoding == "rope",
-                                        name="self_attention")
+                                        decode_cache="append", name="self_attention")
     x = self.residual(x, lambda h: self_attention(h, h, self_mask, positions, positions),
                       "self_attention")
     if encoded is not None:
-      cross_attention = MultiHeadAttention(cfg, name="cross_attention")  # Q: decoder, K, V: encoder
+      cross_attention = MultiHeadAttention(  # Q: decoder, K, V: encoder
+          cfg, decode_cache="fixed", name="cross_attention")
       x = self.residual(x, lambda h: cross_attention(h, encoded, cross_mask), "cross_attention")
     return self.residual(x, FeedForward(cfg, name="ffn"), "ffn")

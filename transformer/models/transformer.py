@@ -10,6 +10,10 @@ Data flow of the encoder-decoder, read top to bottom:
 Sequences may be packed: `*_segmentation` ids (1, 2, ... per example, 0 = padding) keep
 examples from attending to each other, `*_position` restarts at 0 for each example.
 Without them, padding is wherever the token is PAD_ID and positions are 0..length-1.
+
+With `config.decode` the decoder runs one token per call against a 'cache'
+collection (keys/values per layer, see `attention.py`, and the step counter
+that gives the token's position); `transformer.decoding` drives it.
 """
 
 import flax.linen as nn
@@ -105,6 +109,8 @@ class Decoder(_Stack):
       float32 logits [batch, target_len, vocab].
     """
     cfg = self.config
+    if cfg.decode:
+      targets_position = self.decode_positions(targets_position)
     self_mask = make_attention_mask(targets_segmentation, targets_segmentation, causal=True)
     cross_mask = None
     if encoded is not None:
@@ -121,6 +127,22 @@ class Decoder(_Stack):
                         kernel_init=nn.with_logical_partitioning(
                             nn.initializers.xavier_uniform(), ("embed", "vocab")))(x)
     return logits.astype(jnp.float32)
+
+  def decode_positions(self, positions: jnp.ndarray) -> jnp.ndarray:
+    """Decode mode: the position of this step's token, counted in the 'cache' collection.
+
+    Args:
+      positions: int [batch, 1]; used as is by the first call (which creates the cache).
+
+    Returns:
+      int [batch, 1]: the number of tokens decoded before this one.
+    """
+    initialized = self.has_variable("cache", "position")
+    step = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return positions
+    step.value = step.value + 1
+    return jnp.full(positions.shape, step.value - 1, jnp.int32)
 
 
 class EncoderDecoder(nn.Module):
@@ -146,7 +168,11 @@ class EncoderDecoder(nn.Module):
   def decode(self, encoded: jnp.ndarray, inputs_segmentation: jnp.ndarray,
              decoder_input_tokens: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
              targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Logits [batch, target_len, vocab] for already shifted decoder input tokens."""
+    """Logits [batch, target_len, vocab] for already shifted decoder input tokens.
+
+    With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
+    reading and updating the 'cache' collection (pass it as mutable).
+    """
     return self.decoder(
         decoder_input_tokens,
         segmentation_or_default(decoder_input_tokens, targets_segmentation),
@@ -175,12 +201,24 @@ class DecoderOnly(nn.Module):
   def setup(self):
     self.decoder = Decoder(self.config, TokenEmbedding(self.config, name="token_embedding"))
 
+  def decode(self, decoder_input_tokens: jnp.ndarray,
+             targets_segmentation: jnp.ndarray | None = None,
+             targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Logits [batch, length, vocab] for already shifted decoder input tokens (BOS first).
+
+    With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
+    reading and updating the 'cache' collection (pass it as mutable).
+    """
+    return self.decoder(decoder_input_tokens,
+                        segmentation_or_default(decoder_input_tokens, targets_segmentation),
+                        positions_or_default(decoder_input_tokens, targets_position))
+
   def __call__(self, targets: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
                targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
     """Next-token logits [batch, length, vocab]; position i sees targets[:i] (after BOS)."""
     targets_segmentation = segmentation_or_default(targets, targets_segmentation)
-    return self.decoder(shift_right(targets, targets_segmentation), targets_segmentation,
-                        positions_or_default(targets, targets_position))
+    return self.decode(shift_right(targets, targets_segmentation), targets_segmentation,
+                       positions_or_default(targets, targets_position))
 
 
 def build_model(config: ModelConfig) -> nn.Module:

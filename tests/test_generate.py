@@ -1,0 +1,71 @@
+"""The generate command: loading a workdir, reading prompts, one output per prompt."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests.decoding.conftest import init_params, tiny_config
+from tests.decoding.test_prompts import train_tokenizer
+from transformer import decoding
+from transformer.generate import load_for_generation, read_prompts
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A workdir as the trainer writes it: config.json, spm.model, checkpoints/<step>/params."""
+  workdir = tmp_path_factory.mktemp("run")
+  tokenizer = train_tokenizer(workdir, byte_fallback=True)
+  (workdir / "spm_True.model").rename(workdir / "spm.model")
+  config = tiny_config("encoder_decoder", vocab_size=tokenizer.get_piece_size(), max_len=24)
+  model = {k: v for k, v in vars(config).items() if k not in ("vocab_size", "decode")}
+  (workdir / "config.json").write_text(json.dumps(
+      {"model": model, "data": {"vocab_size": config.vocab_size}}))
+  params = init_params(config)
+  with ocp.CheckpointManager(str(workdir / "checkpoints")) as manager:
+    manager.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+    manager.wait_until_finished()
+  return workdir, config, params
+
+
+def test_load_for_generation(workdir):
+  path, config, params = workdir
+  loaded_config, loaded_params, tokenizer = load_for_generation(str(path))
+  assert loaded_config == config
+  jax.tree.map(np.testing.assert_array_equal, loaded_params, params)
+  assert tokenizer.get_piece_size() == config.vocab_size
+
+
+def test_load_for_generation_names_a_missing_workdir(tmp_path):
+  with pytest.raises(FileNotFoundError, match="--workdir=.* has no config.json"):
+    load_for_generation(str(tmp_path))
+
+
+def test_one_output_per_prompt(workdir):
+  config, params, tokenizer = load_for_generation(str(workdir[0]))
+  prompts = ["the fox", "def add(a, b): return a + b", "print 😀"]
+  outputs = decoding.generate_texts(config, params, tokenizer, prompts, batch_size=2,
+                                    method="beam", beam_size=2, max_new_tokens=5)
+  assert len(outputs) == 3 and all(isinstance(text, str) for text in outputs)
+
+
+def test_read_prompts(tmp_path, monkeypatch):
+  assert read_prompts("one prompt", None) == ["one prompt"]
+  path = tmp_path / "prompts.txt"
+  path.write_text("first\nsecond\n")
+  assert read_prompts(None, str(path)) == ["first", "second"]
+  monkeypatch.setattr(sys, "stdin", open(path))
+  assert read_prompts(None, None) == ["first", "second"]
+
+
+@pytest.mark.slow
+def test_command_line(workdir):
+  result = subprocess.run(
+      [sys.executable, "-m", "transformer.generate", f"--workdir={workdir[0]}",
+       "--method=sample", "--top_k=5", "--max_new_tokens=4"],
+      input="the fox\nthe dog\n", capture_output=True, text=True, check=True)
+  assert len(result.stdout.splitlines()) == 2

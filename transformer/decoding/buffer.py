@@ -1,0 +1,60 @@
+"""The token buffer a decoding loop fills, and the prompt tokens it forces.
+
+Every loop decodes row by row into a buffer int [batch, 1 + prompt_len + num_new]:
+
+    position 0            BOS (the first decoder input)
+    positions 1 .. P_b    the row's prompt (decoder-only prefix; none for encoder-decoder)
+    positions P_b + 1 ..  new tokens: EOS ends a row, PAD follows
+
+Step t feeds position t and chooses position t + 1. While t + 1 <= P_b the choice
+is forced to the prompt token and scores nothing, so prompts of different
+lengths share one loop and one cache (each prompt token costs one step).
+Prompts are right-padded with PAD; a row's prompt length is its number of
+non-PAD tokens.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from transformer.special_ids import BOS_ID, PAD_ID
+
+
+def initial_buffer(prompts: jnp.ndarray, num_new: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """BOS, the prompt and room for num_new tokens.
+
+  Args:
+    prompts: int [batch, prompt_len], right-padded with PAD (prompt_len may be 0).
+    num_new: the most tokens any row may generate.
+
+  Returns:
+    (buffer int [batch, 1 + prompt_len + num_new], prompt lengths int [batch]).
+  """
+  batch = prompts.shape[0]
+  buffer = jnp.concatenate([jnp.full((batch, 1), BOS_ID, jnp.int32), prompts.astype(jnp.int32),
+                            jnp.full((batch, num_new), PAD_ID, jnp.int32)], axis=1)
+  return buffer, jnp.sum(prompts != PAD_ID, axis=1).astype(jnp.int32)
+
+
+def step_log_probs(logits: jnp.ndarray, forced_tokens: jnp.ndarray,
+                   forced: jnp.ndarray) -> jnp.ndarray:
+  """Next-token log-probabilities with PAD forbidden and forced rows fixed to their token.
+
+  Args:
+    logits: float [..., vocab] of one step.
+    forced_tokens: int [...], the prompt token each row must take where forced.
+    forced: bool, broadcastable to forced_tokens: the row is still inside its prompt.
+
+  Returns:
+    float32 [..., vocab]: log_softmax(logits) with PAD at -inf; on forced rows 0 at the
+    forced token and -inf elsewhere (the prompt adds nothing to a hypothesis' score).
+  """
+  vocab = jnp.arange(logits.shape[-1])
+  log_probs = jax.nn.log_softmax(jnp.where(vocab == PAD_ID, -jnp.inf, logits.astype(jnp.float32)))
+  prompt = jnp.where(vocab == forced_tokens[..., None], 0.0, -jnp.inf)
+  return jnp.where(jnp.asarray(forced)[..., None], prompt, log_probs)
+
+
+def new_tokens(buffer: jnp.ndarray, prompt_lengths: jnp.ndarray, num_new: int) -> jnp.ndarray:
+  """The generated part of each row: int [batch, ..., T] -> int [batch, ..., num_new]."""
+  start = prompt_lengths.reshape(prompt_lengths.shape + (1,) * (buffer.ndim - 1)) + 1
+  return jnp.take_along_axis(buffer, start + jnp.arange(num_new), axis=-1)

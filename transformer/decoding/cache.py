@@ -1,0 +1,86 @@
+"""A model's next-token function for the decoding loops, with or without the KV cache.
+
+Every loop in `transformer.decoding` advances a batch of rows one decoder token
+at a time through a `LogitsFn`:
+
+    logits_fn(tokens int [rows, 1], cache) -> (logits float32 [rows, vocab], cache)
+
+where `tokens` is each row's current decoder input and `cache` a pytree whose
+array leaves have `rows` as their leading axis (scalar leaves, such as the
+cache index, are shared by all rows). Beam search reorders rows by gathering
+every non-scalar leaf, so any state of this shape works; the tests pass
+hand-made tables.
+
+`model_logits_fn` builds it for a Transformer:
+- cached (default): the flax 'cache' collection of the model's decode variant.
+  The encoder runs once; the first decode call creates the cache, projecting the
+  cross-attention keys/values once; each step then costs one token.
+- uncached (the reference for benchmarks): a token buffer [rows, max_decode_len]
+  run through the whole decoder every step, reading the logits at the step's
+  position (the prefix recomputed every step, at the buffer's fixed shape).
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from transformer.models.config import ModelConfig
+from transformer.models.transformer import build_model, segmentation_or_default
+from transformer.special_ids import BOS_ID, PAD_ID
+
+Cache = Any
+LogitsFn = Callable[[jnp.ndarray, Cache], tuple[jnp.ndarray, Cache]]
+
+
+def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None, num_rows: int,
+                    max_decode_len: int, use_cache: bool = True) -> tuple[LogitsFn, Cache]:
+  """The next-token function of a Transformer and its initial cache.
+
+  Args:
+    config: the model config (any variant; the decode/eval variants are derived here).
+    params: the model's params pytree (without the 'params' key).
+    inputs: encoder input tokens int [batch, input_len] (PAD-padded) for an encoder-decoder;
+      None for a decoder-only model.
+    num_rows: decoding rows, batch * copies per example (the beam size; 1 for greedy and
+      sampling), example-major: row = example * copies + copy.
+    max_decode_len: decoder positions the cache holds (BOS + prompt + new tokens).
+    use_cache: False gives the uncached reference that recomputes the prefix every step.
+
+  Returns:
+    (logits_fn, cache): see the module docstring.
+  """
+  model = build_model(config.decoding() if use_cache else config.eval())
+  variables = {"params": params}
+  encoder_args: tuple[jnp.ndarray, ...] = ()
+  if config.architecture == "encoder_decoder":
+    if inputs is None:
+      raise ValueError("an encoder-decoder model needs encoder inputs")
+    segmentation = segmentation_or_default(inputs, None)
+    encoded = model.apply(variables, inputs, segmentation, method="encode")
+    copies = num_rows // inputs.shape[0]
+    encoder_args = tuple(jnp.repeat(x, copies, axis=0) for x in (encoded, segmentation))
+  elif inputs is not None:
+    raise ValueError("a decoder-only model takes its prompt as a decoder prefix, not as inputs")
+
+  def decode(extra: dict[str, Any], tokens: jnp.ndarray, **kwargs: Any) -> Any:
+    """model.decode on [rows, length] decoder input tokens with the encoder output, if any."""
+    return model.apply({**variables, **extra}, *encoder_args, tokens, method="decode", **kwargs)
+
+  if use_cache:
+    def cached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
+      logits, updated = decode({"cache": cache}, tokens, mutable=["cache"])
+      return logits[:, 0], updated["cache"]
+
+    # Creating the cache runs the decoder once over a dummy full-length input; under jit
+    # only the cross-attention key/value projections of it survive dead-code elimination.
+    dummy = jnp.full((num_rows, max_decode_len), BOS_ID, jnp.int32)
+    return cached_logits_fn, decode({}, dummy, mutable=["cache"])[1]["cache"]
+
+  def uncached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
+    buffer = cache["tokens"].at[:, cache["index"]].set(tokens[:, 0])
+    logits = decode({}, buffer)[:, cache["index"]]
+    return logits, {"tokens": buffer, "index": cache["index"] + 1}
+
+  return uncached_logits_fn, {"tokens": jnp.full((num_rows, max_decode_len), PAD_ID, jnp.int32),
+                              "index": jnp.zeros((), jnp.int32)}

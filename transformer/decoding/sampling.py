@@ -1,0 +1,103 @@
+"""Greedy decoding and sampling (temperature, top-k, top-p): one hypothesis per row.
+
+Both run `decode_loop`, a jit-compatible `lax.while_loop` that feeds one token per
+step through a `LogitsFn` (see `cache.py`) and lets a `Chooser` pick the next
+token from the step's log-probabilities: `greedy` takes the argmax, `sampler`
+draws from the temperature-scaled distribution restricted to the top k tokens
+and to the nucleus (top p). A row stops at EOS or after its own limit of new
+tokens; the loop stops when every row has.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from transformer.decoding.buffer import initial_buffer, new_tokens, step_log_probs
+from transformer.decoding.cache import Cache, LogitsFn
+from transformer.special_ids import EOS_ID, PAD_ID
+
+Chooser = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]  # (log_probs [n, vocab], rng) -> [n]
+
+
+def greedy(log_probs: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
+  """The most likely token of each row: [n, vocab] -> int [n] (rng unused)."""
+  del rng
+  return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+
+
+def top_k_filter(logits: jnp.ndarray, k: int) -> jnp.ndarray:
+  """Keeps the k largest logits of each row (ties at the k-th kept), others -inf; k = 0: all."""
+  if k == 0:
+    return logits
+  kth = lax.top_k(logits, k)[0][..., -1:]
+  return jnp.where(logits >= kth, logits, -jnp.inf)
+
+
+def top_p_filter(logits: jnp.ndarray, p: float | jnp.ndarray) -> jnp.ndarray:
+  """Nucleus filter: keeps the smallest set of most likely tokens with total probability >= p.
+
+  Args:
+    logits: float [..., vocab].
+    p: in (0, 1]; 1 keeps every token.
+
+  Returns:
+    [..., vocab]: logits of the kept tokens, -inf elsewhere (ties at the threshold kept;
+    p = 1 keeps all even where float32 cumulative sums reach 1 early).
+  """
+  sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  before = jnp.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above
+  kept = jnp.sum(before < p, axis=-1, keepdims=True)  # >= 1: the top token always stays
+  threshold = jnp.take_along_axis(sorted_logits, kept - 1, axis=-1)
+  return jnp.where((logits >= threshold) | (p >= 1.0), logits, -jnp.inf)
+
+
+def sampler(temperature: float | jnp.ndarray, top_k: int, top_p: float | jnp.ndarray) -> Chooser:
+  """A chooser drawing from softmax(log_probs / temperature) after the top-k and top-p filters."""
+
+  def choose(log_probs: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
+    logits = top_p_filter(top_k_filter(log_probs / temperature, top_k), top_p)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+  return choose
+
+
+def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new: jnp.ndarray,
+                num_new: int, choose: Chooser, rng: jax.Array) -> jnp.ndarray:
+  """Decodes one hypothesis per row.
+
+  Args:
+    logits_fn: the model's step function; its cache holds `batch` rows.
+    cache: the initial cache.
+    prompts: int [batch, prompt_len] decoder prefixes, right-padded (prompt_len may be 0).
+    max_new: int [batch], each row's limit of new tokens (1 <= max_new <= num_new).
+    num_new: static width of the output.
+    choose: picks the next token from the step's log-probabilities.
+    rng: key; step t uses fold_in(rng, t).
+
+  Returns:
+    int [batch, num_new]: new tokens, EOS included where generated, then PAD.
+  """
+  buffer, prompt_lengths = initial_buffer(prompts, num_new)
+  num_steps = prompts.shape[1] + num_new
+
+  def not_finished(state: tuple) -> jnp.ndarray:
+    step, _, _, done = state
+    return (step < num_steps) & ~jnp.all(done)
+
+  def step_fn(state: tuple) -> tuple:
+    step, buffer, cache, done = state
+    logits, cache = logits_fn(lax.dynamic_slice_in_dim(buffer, step, 1, axis=1), cache)
+    forced = step + 1 <= prompt_lengths
+    log_probs = step_log_probs(logits, buffer[:, step + 1], forced)
+    token = jnp.where(done, PAD_ID, choose(log_probs, jax.random.fold_in(rng, step)))
+    buffer = buffer.at[:, step + 1].set(token)
+    at_limit = step + 1 - prompt_lengths >= max_new
+    done = done | (~forced & ((token == EOS_ID) | at_limit))
+    return step + 1, buffer, cache, done
+
+  done = jnp.zeros(prompts.shape[0], bool)
+  _, buffer, _, _ = lax.while_loop(not_finished, step_fn, (jnp.int32(0), buffer, cache, done))
+  return new_tokens(buffer, prompt_lengths, num_new)
