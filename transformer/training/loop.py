@@ -36,7 +36,7 @@ def print_flush(line: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = print_flush,
-        decode_fn: samples.DecodeFn = samples.uncached_greedy) -> dict[str, float]:
+        decode_fn: samples.DecodeFn = samples.greedy) -> dict[str, float]:
   """Trains (or resumes) the run `config` in `workdir`; returns the final eval metrics."""
   # ------------------------------------------------------------------ config and workdir
   validate(config)
@@ -136,7 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
     print_fn(f"curves: {metrics.plot_curves(workdir)}")
     if config.num_samples and config.stage != "reward":
       sample_batch = next(make_data(config, config.eval_split, tokenizer, train=False))
-      samples.print_samples(eval_model, cfg.eval(), state.params, sample_batch, tokenizer,
+      samples.print_samples(cfg, state.params, sample_batch, tokenizer,
                             config.num_samples, config.max_decode_length, decode_fn, print_fn)
   return eval_metrics
 

@@ -1,47 +1,27 @@
 """A few decoded validation examples, printed at the end of training.
 
-`print_samples` takes the decoder as `decode_fn`, so the decoding package's cached greedy
-search can replace `uncached_greedy` (which reruns the full model for every new token).
+`print_samples` takes the decoder as `decode_fn`; the default is the decoding package's
+cached greedy search.
 """
 
 from typing import Any, Callable, Mapping
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from transformer.decoding import generate
 from transformer.models.config import ModelConfig
 from transformer.special_ids import EOS_ID, PAD_ID
 
-DecodeFn = Callable[[nn.Module, ModelConfig, Any, Mapping[str, np.ndarray], int], np.ndarray]
+DecodeFn = Callable[[ModelConfig, Any, Mapping[str, np.ndarray], int], np.ndarray]
 DECODER_ONLY_PROMPT = 8  # tokens of a validation text that prompt a decoder-only model
 
 
-def uncached_greedy(model: nn.Module, cfg: ModelConfig, params: Any,
-                    batch: Mapping[str, np.ndarray], max_length: int) -> np.ndarray:
-  """Greedy decoding, int [batch, prompt + max_length]: the prompt, then max_length new tokens.
-
-  Encoder-decoder models decode from `batch['inputs']` with an empty prompt; decoder-only
-  models continue the first DECODER_ONLY_PROMPT tokens of `batch['targets']`. Position i of the buffer is filled from the logits at position i.
-  """
-  size = len(batch["targets"])
-  prompt = 0 if cfg.architecture == "encoder_decoder" else min(DECODER_ONLY_PROMPT, batch["targets"].shape[1])
-  length = prompt + max_length
-  buffer = jnp.zeros((size, length), jnp.int32).at[:, :prompt].set(
-      jnp.asarray(batch["targets"][:, :prompt]))
-  segmentation = jnp.ones_like(buffer)
-
-  def logits(tokens):
-    if cfg.architecture == "encoder_decoder":
-      return model.apply({"params": params}, jnp.asarray(batch["inputs"]), tokens,
-                         targets_segmentation=segmentation)
-    return model.apply({"params": params}, tokens, segmentation)
-
-  def fill(i, tokens):
-    return tokens.at[:, i].set(jnp.argmax(logits(tokens)[:, i], axis=-1).astype(jnp.int32))
-
-  return np.asarray(jax.jit(lambda t: jax.lax.fori_loop(prompt, length, fill, t))(buffer))
+def greedy(cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray], max_length: int) -> np.ndarray:
+  """Greedy outputs, int [batch, <= max_length]: from `inputs` (encoder-decoder), or continuing
+  the first DECODER_ONLY_PROMPT tokens of `targets` (decoder-only)."""
+  prompts = (batch["inputs"] if cfg.architecture == "encoder_decoder"
+             else batch["targets"][:, :DECODER_ONLY_PROMPT])
+  return np.asarray(generate(cfg, params, prompts, method="greedy", max_new_tokens=max_length))
 
 
 def until_eos(ids: np.ndarray) -> list[int]:
@@ -62,12 +42,12 @@ def first_examples(batch: Mapping[str, np.ndarray], count: int) -> dict[str, np.
   return out
 
 
-def print_samples(model: nn.Module, cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray],
-                  tokenizer: Any, count: int, max_length: int,
-                  decode_fn: DecodeFn = uncached_greedy, print_fn: Callable[[str], None] = print) -> None:
+def print_samples(cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray], tokenizer: Any,
+                  count: int, max_length: int, decode_fn: DecodeFn = greedy,
+                  print_fn: Callable[[str], None] = print) -> None:
   """Decodes the first `count` examples of `batch` and prints input, reference and prediction."""
   examples = first_examples(batch, count)
-  predictions = decode_fn(model, cfg, params, examples, max_length)
+  predictions = decode_fn(cfg, params, examples, max_length)
   text = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else str
   for i, predicted in enumerate(predictions):
     print_fn(f"sample {i + 1}")
