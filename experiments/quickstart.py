@@ -7,11 +7,12 @@ Everything is local: the corpus is prepared and the SentencePiece model trained 
 Command:
   python -m transformer.train --config=experiments/quickstart.py --workdir=runs/quickstart
 
-Runtime on 2 CPU cores: ~5 minutes in all (corpus + tokenizer ~1.5 min, training ~3 min).
-Expected result: validation loss from ~7.6 (untrained, ln 2000) to below 3.8 (≥ 50% lower),
-token accuracy ~0.35; checkpoints, TensorBoard events, metrics.jsonl and curves.png in the
-workdir, and three decoded validation samples printed at the end. Running the same command
-again resumes from the last checkpoint and stops at once.
+Runtime on 2 CPU cores (measured, machine shared with other jobs): 3 min 51 s in all from a
+fresh data dir (corpus ~20 s, tokenizer ~30 s, 300 training steps ~3 min at ~5,700 tokens/s).
+Expected result (measured): validation loss 6.35 (untrained) -> 2.84 (-55%), nll 7.36 -> 3.29,
+token accuracy 0.36; checkpoints, TensorBoard events, metrics.jsonl and curves.png in the
+workdir, and three greedy-decoded validation samples printed at the end. Running the same
+command again resumes from the last checkpoint and stops at once (~13 s).
 """
 
 from transformer.training.config import default_config

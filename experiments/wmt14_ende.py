@@ -4,7 +4,7 @@ Model: `named_size('base'|'big')` — base: d_model 512, 8 heads, d_ff 2048, 6 +
 P_drop 0.1; big: d_model 1024, 16 heads, d_ff 4096, P_drop 0.3. Shared SentencePiece BPE
 vocabulary of 37,000 pieces (the paper's ~37,000 shared BPE tokens), one embedding table
 shared by encoder, decoder and the pre-softmax projection: base has 63,082,496 params
-(the paper's "65M"), big 213M. Training as in §5: Adam(0.9, 0.98, 1e-9) with
+(the paper's "65M"), big 214,245,376 (the paper's "213M"). Training as in §5: Adam(0.9, 0.98, 1e-9) with
 d_model^-0.5 · min(step^-0.5, step · 4000^-1.5), label smoothing 0.1, batches of ~25k
 source + ~25k target tokens (96 packed rows of 256 tokens = 24,576 token slots per side),
 100k steps (base) or 300k steps (big); the last 5 / 20 checkpoints are kept for averaging.
