@@ -1,0 +1,89 @@
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from transformer.training import checkpoints, metrics
+from transformer.training.config import ConfigError
+from transformer.training.loop import dry_run, run
+
+
+def run_logged(config, workdir):
+  lines = []
+  result = run(config, workdir, print_fn=lines.append)
+  return result, "\n".join(lines)
+
+
+def train_losses(workdir):
+  return {r["step"]: r["loss"] for r in metrics.read_jsonl(workdir) if r["split"] == "train"}
+
+
+def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_for):
+  config = tiny_config("seq2seq")
+  straight = workdir_for(config, "straight")
+  result, log = run_logged(config, straight)
+  assert "starting from scratch" in log and "sample 1" in log and "step 4/4" in log
+  assert {"loss", "accuracy", "perplexity"} <= set(result)
+  files = set(os.listdir(straight))
+  assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard", "checkpoints"} <= files
+  assert os.listdir(os.path.join(straight, "tensorboard"))
+  assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints")) if s.isdigit()) == [2, 4]
+
+  interrupted = workdir_for(config, "interrupted")
+  config.async_checkpoints = True  # the data position is still the one at the saved step
+  config.num_train_steps = 2
+  run_logged(config, interrupted)
+  config.num_train_steps = 4
+  _, log = run_logged(config, interrupted)
+  assert "resuming from the workdir's checkpoint at step 2" in log
+  expected, resumed = train_losses(straight), train_losses(interrupted)
+  assert sorted(resumed) == [1, 2, 3, 4]
+  np.testing.assert_allclose([resumed[3], resumed[4]], [expected[3], expected[4]], rtol=1e-6)
+
+  _, log = run_logged(config, interrupted)
+  assert "resuming from the workdir's checkpoint at step 4" in log and "nothing to train" in log
+  assert sorted(train_losses(interrupted)) == [1, 2, 3, 4]  # no retraining
+
+
+def test_incompatible_workdir_is_rejected_before_training(tiny_config, workdir_for):
+  config = tiny_config("seq2seq")
+  workdir = workdir_for(config)
+  checkpoints.write_config(workdir, config)
+  config.model.d_model = 64
+  with pytest.raises(ConfigError, match=r"incompatible model config \(d_model: 32 in the workdir, 64 now\)"):
+    run(config, workdir, print_fn=lambda line: None)
+
+
+def test_init_from_restores_matching_params_and_reports_fresh_ones(tiny_config, workdir_for):
+  pretrain = tiny_config("lm")
+  pretrain.num_train_steps = 2
+  pretrained = workdir_for(pretrain, "pretrain")
+  run_logged(pretrain, pretrained)
+
+  finetune = tiny_config("lm", stage="finetune")
+  finetune.model.tie_output_embedding = False  # a new output head, initialised fresh
+  finetune.init_from = pretrained
+  finetune.num_train_steps = 1
+  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)  # params stay put
+  finetuned = os.path.join(os.path.dirname(pretrained), "finetune")
+  _, log = run_logged(finetune, finetuned)
+  assert f"initialising from init_from={pretrained}" in log
+  assert "initialised fresh 1" in log and "fresh: decoder/output_projection/kernel (not in checkpoint)" in log
+  assert os.path.exists(os.path.join(finetuned, "spm.model"))  # the tokenizer comes along
+
+  _, before, _ = checkpoints.load_params_for_inference(pretrained)
+  cfg, after, tokenizer = checkpoints.load_params_for_inference(finetuned)
+  assert cfg.deterministic and not cfg.tie_output_embedding and tokenizer.endswith("spm.model")
+  np.testing.assert_array_equal(after["token_embedding"]["embedding"], before["token_embedding"]["embedding"])
+  assert "output_projection" in after["decoder"]
+
+
+def test_dry_run_prints_params_and_compiles(tiny_config):
+  printed = []
+  report = dry_run(tiny_config("seq2seq"), print_fn=printed.append)
+  lines = "\n".join(printed).splitlines()
+  overview_end = next(line for line in lines if line.startswith("params: "))
+  assert overview_end == f"params: {report['params']:,} ({report['params'] / 1e6:.2f}M)"
+  assert any("decoder/layer_0/cross_attention" in line for line in lines)
+  assert report["flops_per_step"] > 0

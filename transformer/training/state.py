@@ -1,0 +1,61 @@
+"""The train state (step, params, optimizer state) and its creation from a model config.
+
+The state holds arrays only, so it is a plain pytree to jit, shard and checkpoint; the
+model, optimizer and loss live in the step function built around it (`stages.py`).
+Params are created with logical-axis metadata (for the parallelism layer) and stored
+unboxed here: `boxed_param_shapes` gives the metadata back without allocating.
+"""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from transformer.models.config import ModelConfig
+
+Params = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: int32 []; params: the model's pytree; opt_state: the optimizer's pytree."""
+  step: jnp.ndarray
+  params: Params
+  opt_state: optax.OptState
+
+
+def dummy_inputs(cfg: ModelConfig) -> dict[str, jnp.ndarray]:
+  """Smallest inputs that build every parameter: int32 [1, 8] per model input."""
+  tokens = jnp.ones((1, 8), jnp.int32)
+  if cfg.architecture == "decoder_only":
+    return {"targets": tokens}
+  return {"inputs": tokens, "targets": tokens}
+
+
+def boxed_param_shapes(model: nn.Module, cfg: ModelConfig) -> Any:
+  """Param ShapeDtypeStructs still wrapped in their logical-partitioning boxes (no allocation)."""
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **dummy_inputs(cfg))["params"])
+
+
+def init_params(model: nn.Module, cfg: ModelConfig, rng: jax.Array) -> Params:
+  """Freshly initialised, unboxed params."""
+  return nn.meta.unbox(model.init(rng, **dummy_inputs(cfg))["params"])
+
+
+def create_train_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
+  """Step 0 with the optimizer's initial state for `params`."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def param_overview(params: Params) -> str:
+  """One line per param (path, shape, count), ending with `params: <total>`."""
+  rows = [(jax.tree_util.keystr(path, simple=True, separator="/"), tuple(leaf.shape),
+           int(np.prod(leaf.shape))) for path, leaf in jax.tree_util.tree_leaves_with_path(params)]
+  width = max(len(r[0]) for r in rows)
+  total = sum(r[2] for r in rows)
+  lines = [f"{name:<{width}}  {str(shape):<16} {count:>12,}" for name, shape, count in rows]
+  return "\n".join(lines + [f"params: {total:,} ({total / 1e6:.2f}M)"])

@@ -1,0 +1,86 @@
+"""The one pure train step shared by every stage, and the eval step.
+
+`train_step(state, batch, rng) -> (state, sums)` splits the global batch into
+`grad_accum_steps` microbatches, sums each one's gradient of the summed objective and its
+metric sums, optionally psums both over `axis_name` (pmap), divides the gradient by the
+stage's denominator, and applies one optimizer update. The result equals the gradient of
+the mean loss over the whole batch. Device placement is the caller's (`parallel.py`).
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from transformer.training.stages import Batch, LossFn
+from transformer.training.state import TrainState
+
+Sums = dict[str, jnp.ndarray]
+
+
+def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array,
+                         grad_accum_steps: int) -> tuple[Any, Sums]:
+  """Summed gradients and metric sums over `grad_accum_steps` equal microbatches.
+
+  Args:
+    loss_fn: (params, batch, rng) -> (summed objective, sums).
+    params: the model's pytree.
+    batch: arrays [global_batch, ...]; global_batch divisible by grad_accum_steps.
+    rng: dropout key; microbatch i uses fold_in(rng, i).
+    grad_accum_steps: number of microbatches.
+
+  Returns:
+    (gradient of the summed objective, metric sums), both summed over microbatches.
+  """
+  micro = jax.tree.map(
+      lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]), batch)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  first = jax.tree.map(lambda x: x[0], micro)
+  sums_shape = jax.eval_shape(loss_fn, params, first, rng)[1]
+  zeros = (jax.tree.map(jnp.zeros_like, params),
+           jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
+
+  def add_microbatch(carry, xs):
+    index, microbatch = xs
+    (_, sums), grads = grad_fn(params, microbatch, jax.random.fold_in(rng, index))
+    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+  (grads, sums), _ = jax.lax.scan(add_microbatch, zeros, (jnp.arange(grad_accum_steps), micro))
+  return grads, sums
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominator: str, *,
+                    grad_accum_steps: int = 1, axis_name: str | None = None
+                    ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]:
+  """Builds the pure train step.
+
+  Args:
+    loss_fn: the stage's loss (training variant of the model, dropout on).
+    tx: the optimizer.
+    denominator: key of the sums the gradient is divided by ('tokens' or 'pairs').
+    grad_accum_steps: microbatches per step.
+    axis_name: if set (under pmap), gradients and sums are psummed over this axis.
+
+  Returns:
+    train_step(state, batch, rng) -> (new state, sums incl. 'grad_norm').
+  """
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Sums]:
+    grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, grad_accum_steps)
+    if axis_name is not None:
+      grads, sums = jax.lax.psum((grads, sums), axis_name)
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums[denominator], 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state)
+    return new_state, {**sums, "grad_norm": optax.global_norm(grads)}
+  return train_step
+
+
+def make_eval_step(loss_fn: LossFn, *, axis_name: str | None = None
+                   ) -> Callable[[Any, Batch], Sums]:
+  """eval_step(params, batch) -> metric sums, for the eval variant of the model (no dropout)."""
+  def eval_step(params: Any, batch: Batch) -> Sums:
+    sums = loss_fn(params, batch, jax.random.PRNGKey(0))[1]
+    return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+  return eval_step
