@@ -5,8 +5,10 @@ Flags:
   --config.<field>=<value>                   overrides any config field, e.g. --config.num_train_steps=10;
   --workdir=DIR                              where checkpoints, metrics and plots go (resumed if present);
   --dry_run                                  print the parameter overview, compile the step, report memory, exit;
-  --distributed                              call jax.distributed.initialize() first (also if
-                                             JAX_COORDINATOR_ADDRESS is set).
+  --distributed                              join the other processes first (jax.distributed.initialize;
+                                             also if JAX_COORDINATOR_ADDRESS is set): coordinator,
+                                             process count and id from JAX_COORDINATOR_ADDRESS,
+                                             JAX_NUM_PROCESSES, JAX_PROCESS_ID, else the platform's.
 
 Config errors (unknown field, wrong type, missing file, unknown stage, incompatible workdir)
 are printed as one line and exit with status 2, before anything compiles.
@@ -22,7 +24,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file (expe
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (checkpoints, metrics, plots).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build, print params, compile the step, and exit.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join the other processes first "
+                                  "(jax.distributed.initialize; see the module docstring).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -66,8 +69,8 @@ def main(argv: list[str]) -> None:
   from transformer.training import loop  # after flag parsing: --help stays fast
   from transformer.training.config import ConfigError
   if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    import jax
-    jax.distributed.initialize()
+    from transformer.training.parallel import initialize_distributed
+    initialize_distributed()
   try:
     if _DRY_RUN.value:
       loop.dry_run(_CONFIG.value)

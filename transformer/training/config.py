@@ -18,6 +18,7 @@ from transformer.training import stages
 
 STAGES = ("pretrain", "finetune", "reward")
 OPTIMIZERS = ("adam", "adamw")
+PARALLELISM_MODES = ("jit", "pmap")
 SCHEDULES = ("paper", "cosine", "constant")
 _RUN_SWITCHES = ("vocab_size", "deterministic", "decode")
 
@@ -57,6 +58,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0   # AdamW decoupled weight decay.
   c.optimizer.grad_clip_norm = 0.0 # Clip gradients to this global norm; 0 turns clipping off.
 
+  c.parallelism = ml_collections.ConfigDict()
+  c.parallelism.mode = "jit"       # 'jit' (a Mesh with named shardings) | 'pmap' (replicated state, axis 'batch').
+  c.parallelism.data = -1          # jit: mesh axis 'data' (splits the batch); -1 = the devices fsdp × tensor leave.
+  c.parallelism.fsdp = 1           # jit: mesh axis 'fsdp' (splits the batch, and params + optimizer state on 'embed').
+  c.parallelism.tensor = 1         # jit: mesh axis 'tensor' (splits params on 'heads', 'mlp', 'vocab'; batch replicated).
+
   c.init_from = ""                 # Workdir of an earlier stage to take params from (if no own checkpoint).
   c.log_every_steps = 10           # Progress line and train metrics every this many steps.
   c.eval_every_steps = 50          # Evaluate every this many steps (and at the last step).
@@ -83,6 +90,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice("config.optimizer.name", config.optimizer.name, OPTIMIZERS)
   _check_choice("config.optimizer.schedule", config.optimizer.schedule, SCHEDULES)
   _check_choice("config.best_mode", config.best_mode, ("min", "max"))
+  _check_choice("config.parallelism.mode", config.parallelism.mode, PARALLELISM_MODES)
+  if config.parallelism.data < 1 and config.parallelism.data != -1:
+    raise ConfigError(f"config.parallelism.data must be >= 1 or -1 (all devices fsdp × tensor leave), "
+                      f"got {config.parallelism.data!r}")
+  for name in ("fsdp", "tensor"):
+    if config.parallelism[name] < 1:
+      raise ConfigError(f"config.parallelism.{name} must be >= 1, got {config.parallelism[name]!r}")
+    if config.parallelism.mode == "pmap" and config.parallelism[name] != 1:
+      raise ConfigError(f"config.parallelism.{name} must be 1 in pmap mode (pmap is data parallel only), "
+                        f"got {config.parallelism[name]!r}")
   for name in ("global_batch_size", "grad_accum_steps", "num_train_steps", "log_every_steps",
                "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
                "max_decode_length"):

@@ -23,8 +23,8 @@ from transformer.training import checkpoints, flops, metrics, parallel, samples
 from transformer.training.config import ConfigError, model_config, validate
 from transformer.training.optim import make_optimizer
 from transformer.training.stages import get_stage
-from transformer.training.state import (TrainState, create_train_state, init_params,
-                                        param_overview)
+from transformer.training.state import (TrainState, boxed_state_shapes, create_train_state,
+                                        init_params, param_overview)
 from transformer.training.step import make_eval_step, make_train_step
 
 PrintFn = Callable[[str], None]
@@ -44,12 +44,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
   if config.init_from and not os.path.exists(os.path.join(config.init_from, checkpoints.CONFIG_FILE)):
     raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir (no config.json)")
   cfg, stage = model_config(config), get_stage(config.stage)
+  parallel.mesh_shape(config, jax.device_count(), jax.process_count())
   is_main = jax.process_index() == 0
 
   # ------------------------------------------------------------------ tokenizer and data
   os.makedirs(workdir, exist_ok=True)
-  checkpoints.inherit_tokenizer(workdir, config.init_from)
-  tokenizer = pipeline.load_tokenizer_for(config.data, checkpoints.tokenizer_path(workdir))
+
+  def load_tokenizer():  # process 0 copies or trains it, the others then load it
+    checkpoints.inherit_tokenizer(workdir, config.init_from)
+    return pipeline.load_tokenizer_for(config.data, checkpoints.tokenizer_path(workdir))
+  tokenizer = parallel.main_process_first(load_tokenizer, "tokenizer")
   if is_main:
     checkpoints.write_config(workdir, config)
   train_data = make_data(config, "train", tokenizer, train=True)
@@ -57,29 +61,32 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
   # ------------------------------------------------------------------ model, optimizer, state
   model, eval_model = build_model(cfg.train()), build_model(cfg.eval())
   tx, schedule = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
-  init_rng, rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  state = create_train_state(init_params(model, cfg, init_rng), tx)
+  layout = parallel.make_layout(config, boxed_state_shapes(model, cfg, tx))
+  init_rng, rng = (parallel.replicate(layout, key)
+                   for key in np.asarray(jax.random.split(jax.random.PRNGKey(config.seed))))
+  state = parallel.init_state(layout, lambda key: create_train_state(init_params(model, cfg, key), tx),
+                              init_rng)
   print_fn(f"stage {config.stage}, {describe(cfg)}, "
-           f"{sum(x.size for x in jax.tree.leaves(state.params)):,} params")
+           f"{sum(x.size for x in jax.tree.leaves(state.params)):,} params; {parallel.describe(layout)}")
   manager = checkpoints.make_manager(workdir, config)
   state, rng = restore_or_initialize(manager, config, state, rng, train_data, tx, print_fn)
-  state = parallel.put_state(state)
+  state = parallel.put_state(layout, state)
 
   # ------------------------------------------------------------------ steps
-  train_step = parallel.compile_train_step(make_train_step(
+  train_step = parallel.compile_train_step(layout, make_train_step(
       stage.make_loss(model, cfg, config.label_smoothing), tx, stage.denominator,
-      grad_accum_steps=config.grad_accum_steps))
-  eval_step = parallel.compile_eval_step(
-      make_eval_step(stage.make_loss(eval_model, cfg, config.label_smoothing)))
+      grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name))
+  eval_step = parallel.compile_eval_step(layout, make_eval_step(
+      stage.make_loss(eval_model, cfg, config.label_smoothing), axis_name=layout.axis_name))
 
   def evaluate(params: Any) -> dict[str, float]:
-    return stage.summarize(evaluate_sums(eval_step, params, make_data(config, config.eval_split,
-                                                                      tokenizer, train=False),
+    return stage.summarize(evaluate_sums(eval_step, layout, params, make_data(config, config.eval_split,
+                                                                              tokenizer, train=False),
                                          config.eval_steps))
 
   # ------------------------------------------------------------------ train
   writer = metrics.MetricWriter(workdir) if is_main else None
-  peak = flops.peak_flops(config.peak_flops_per_device)
+  peak = flops.peak_flops(config.peak_flops_per_device) * jax.local_device_count()  # this process's
   first_step = step = int(state.step)
   pending, tokens, timer, paused, eval_metrics = [], 0, None, 0.0, {}
   if step == 0:  # the untrained (or init_from) baseline
@@ -90,7 +97,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
   while step < config.num_train_steps:
     batch = next(train_data)
     tokens += count_tokens(batch)
-    state, sums = train_step(state, parallel.put_batch(batch), jax.random.fold_in(rng, step))
+    state, sums = train_step(state, parallel.put_batch(layout, batch), jax.random.fold_in(rng, step))
     pending.append(sums)
     step += 1
     if timer is None:  # the first step compiled: throughput counts from here on
@@ -131,12 +138,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
     print_fn(f"already at step {first_step} of {config.num_train_steps}: nothing to train")
     eval_metrics = evaluate(state.params)
     print_fn("eval: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+  show_samples = config.num_samples and config.stage != "reward"
+  params = parallel.to_host(state.params) if show_samples else None  # every process joins the gather
   if writer:
     writer.close()
     print_fn(f"curves: {metrics.plot_curves(workdir)}")
-    if config.num_samples and config.stage != "reward":
+    if show_samples:
       sample_batch = next(make_data(config, config.eval_split, tokenizer, train=False))
-      samples.print_samples(cfg, state.params, sample_batch, tokenizer,
+      samples.print_samples(cfg, params, sample_batch, tokenizer,
                             config.num_samples, config.max_decode_length, decode_fn, print_fn)
   return eval_metrics
 
@@ -171,14 +180,14 @@ def restore_or_initialize(manager, config: ml_collections.ConfigDict, state: Tra
   return state, rng
 
 
-def evaluate_sums(eval_step: Callable, params: Any, data: Iterator[Mapping[str, np.ndarray]],
-                  max_batches: int) -> dict[str, float]:
+def evaluate_sums(eval_step: Callable, layout: parallel.Layout, params: Any,
+                  data: Iterator[Mapping[str, np.ndarray]], max_batches: int) -> dict[str, float]:
   """Summed eval metrics over the first `max_batches` batches of `data` (all if 0)."""
   pending = []
   for i, batch in enumerate(data):
     if max_batches and i >= max_batches:
       break
-    pending.append(eval_step(params, parallel.put_batch(batch)))
+    pending.append(eval_step(params, parallel.put_batch(layout, batch)))
   if not pending:
     raise ValueError("the eval split gave no batches (are all its examples longer than the config's lengths?)")
   return sum_metrics(pending)
@@ -229,15 +238,16 @@ def dry_run(config: ml_collections.ConfigDict, *, print_fn: PrintFn = print_flus
   cfg, stage = model_config(config), get_stage(config.stage)
   model = build_model(cfg.train())
   tx, _ = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
+  layout = parallel.make_layout(config, boxed_state_shapes(model, cfg, tx))
   abstract_state = jax.eval_shape(
       lambda: create_train_state(init_params(model, cfg, jax.random.PRNGKey(0)), tx))
   print_fn(param_overview(abstract_state.params))
-  train_step = parallel.compile_train_step(make_train_step(
-      stage.make_loss(model, cfg, config.label_smoothing), tx, stage.denominator,
-      grad_accum_steps=config.grad_accum_steps))
+  print_fn(parallel.describe(layout))
+  train_step = make_train_step(stage.make_loss(model, cfg, config.label_smoothing), tx, stage.denominator,
+                               grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name)
   spec = batch_spec(config)
   start = time.perf_counter()
-  compiled = train_step.lower(abstract_state, spec, jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
+  compiled = parallel.lower_train_step(layout, train_step, abstract_state, spec).compile()
   memory = compiled.memory_analysis()
   step_flops = flops.train_flops_per_step(cfg, {k: v.shape for k, v in spec.items()})
   print_fn(f"compiled the train step in {time.perf_counter() - start:.1f}s; "

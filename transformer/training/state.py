@@ -41,6 +41,16 @@ def boxed_param_shapes(model: nn.Module, cfg: ModelConfig) -> Any:
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **dummy_inputs(cfg))["params"])
 
 
+def boxed_state_shapes(model: nn.Module, cfg: ModelConfig, tx: optax.GradientTransformation) -> TrainState:
+  """The TrainState's ShapeDtypeStructs, params and optimizer moments still in their logical boxes.
+
+  The parallelism layer reads the logical axis names of every leaf from it (unboxed leaves,
+  e.g. the step and Adam's count, have none and are replicated).
+  """
+  return jax.eval_shape(lambda: create_train_state(
+      model.init(jax.random.PRNGKey(0), **dummy_inputs(cfg))["params"], tx))
+
+
 def init_params(model: nn.Module, cfg: ModelConfig, rng: jax.Array) -> Params:
   """Freshly initialised, unboxed params."""
   return nn.meta.unbox(model.init(rng, **dummy_inputs(cfg))["params"])
