@@ -1,0 +1,198 @@
+"""Parallelism: layouts give the single-device losses; checkpoints move between layouts; two
+processes on loopback train like one; config errors name the field.
+
+The 8-device checks run `parallel_driver.py` in a subprocess with 8 XLA host devices (the
+device count is fixed when jax starts); the two-process check starts two `transformer.train
+--distributed` processes joined over 127.0.0.1 with gloo collectives, 2 host devices each.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import portpicker
+import pytest
+
+from tests.training import parallel_driver
+from tests.training.conftest import cached_tokenizer, make_tiny_config
+from transformer.data import pipeline
+from transformer.training import metrics, parallel
+from transformer.training.checkpoints import tokenizer_path
+from transformer.training.config import ConfigError, default_config, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOLERANCE = 1e-4
+
+
+def subprocess_env(device_count: int, **extra: str) -> dict[str, str]:
+  return {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={device_count}", **extra}
+
+
+def tiny_run_config(tiny_config) -> ml_collections.ConfigDict:
+  """A 1-layer LM, 16 rows per step in 2 microbatches (8 devices × 1 row each), dropout on."""
+  config = tiny_config("lm")
+  config.global_batch_size = 16
+  config.grad_accum_steps = 2
+  return config
+
+
+# ------------------------------------------------------------------------------ config errors
+
+@pytest.mark.parametrize("fields, devices, processes, message", [
+    (dict(data=3), 8, 1, "config.parallelism.data × fsdp × tensor = 3 × 1 × 1 = 3 must equal the device count (8)"),
+    (dict(fsdp=3), 8, 1, "config.parallelism.fsdp × tensor (3 × 1) must divide the device count (8)"),
+    (dict(data=4, fsdp=2), 8, 1, "config.global_batch_size (12) must be divisible by the devices that split "
+                                 "the batch (8: parallelism.data × fsdp) × config.grad_accum_steps (1) = 8"),
+    (dict(data=2, tensor=4), 8, 4, "config.parallelism.data × fsdp (2) must be a multiple of the process count (4)"),
+    (dict(mode="pmap"), 8, 1, "(8: all devices)"),
+    (dict(mode="pmap", data=4), 8, 1, "config.parallelism.data must be -1 or the device count (8) in pmap mode"),
+])
+def test_layout_errors_name_the_field(fields, devices, processes, message):
+  config = default_config()
+  config.global_batch_size = 12
+  config.parallelism.update(**fields)
+  with pytest.raises(ConfigError) as error:
+    parallel.mesh_shape(config, devices, processes)
+  assert message in str(error.value)
+
+
+def test_grad_accum_steps_count_in_the_batch_split():
+  config = default_config()
+  config.global_batch_size, config.grad_accum_steps = 16, 4
+  assert parallel.mesh_shape(config, 4, 1) == (4, 1, 1)
+  config.parallelism.tensor = 2
+  assert parallel.mesh_shape(config, 8, 1) == (4, 1, 2)  # tensor does not split the batch
+  config.parallelism.tensor = 1
+  with pytest.raises(ConfigError, match=r"\(8: parallelism.data × fsdp\) × config.grad_accum_steps \(4\) = 32"):
+    parallel.mesh_shape(config, 8, 1)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(mode="spmd"), "config.parallelism.mode must be one of ('jit', 'pmap')"),
+    (dict(data=0), "config.parallelism.data must be >= 1 or -1"),
+    (dict(tensor=0), "config.parallelism.tensor must be >= 1"),
+    (dict(mode="pmap", fsdp=2), "config.parallelism.fsdp must be 1 in pmap mode"),
+])
+def test_config_validation_names_the_parallelism_field(fields, message):
+  config = default_config()
+  config.parallelism.update(**fields)
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate(config)
+
+
+def test_run_rejects_a_mesh_that_does_not_cover_the_devices_before_compiling(tiny_config, tmp_path):
+  from transformer.training.loop import run
+  config = tiny_config("lm")
+  config.parallelism.data = 2  # this process has 1 device
+  with pytest.raises(ConfigError, match=r"= 2 must equal the device count \(1\)"):
+    run(config, str(tmp_path / "run"), print_fn=lambda line: None)
+  assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ 8 host devices
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory, data_dir, tokenizer_dir):
+  """parallel_driver's report: losses per layout, checkpoint round trips (one subprocess)."""
+  tmp = tmp_path_factory.mktemp("eight_devices")
+  config = tiny_run_config(lambda task: make_tiny_config(data_dir, task))
+  tokenizer = cached_tokenizer(config, tokenizer_dir)  # prepares the corpus slice here, not in the child
+  run_path, out_path = tmp / "run.json", tmp / "out.json"
+  run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer, "workdir": str(tmp)}))
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
+                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
+                          capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return json.loads(out_path.read_text())
+
+
+def test_jit_and_pmap_layouts_give_the_single_device_losses(eight_devices):
+  losses = eight_devices["losses"]
+  reference, plain = losses["1 device"], losses["1 device, no dropout"]
+  assert len(reference) == 5 and np.all(np.isfinite(reference)) and reference[-1] < reference[0]
+  assert reference != plain  # dropout was on in the jit comparisons
+  # jit: same dropout masks as one device (threefry keys are partitionable).
+  for name in ("jit data=8", "jit data=2 fsdp=2 tensor=2"):
+    assert parallel_driver.max_difference(losses[name], reference) < TOLERANCE, (name, losses[name], reference)
+  # pmap draws per-device dropout masks, so it is compared with dropout off.
+  assert parallel_driver.max_difference(losses["pmap 8, no dropout"], plain) < TOLERANCE
+
+
+def test_checkpoints_restore_under_another_layout(eight_devices):
+  jit_to_one, pmap_to_jit = eight_devices["round_trips"]
+  assert jit_to_one["source"].startswith("jit over mesh data 2 × fsdp 2 × tensor 2 (8 devices")
+  assert jit_to_one["target"].startswith("jit over mesh data 1 × fsdp 1 × tensor 1 (1 devices")
+  assert pmap_to_jit["source"].startswith("pmap over mesh batch 8")
+  assert pmap_to_jit["target"].startswith("jit over mesh data 2 × fsdp 1 × tensor 1 (2 devices")
+  for trip in (jit_to_one, pmap_to_jit):
+    assert trip["step"] == 5 and trip["params_equal"] and trip["shardings_match"], trip
+    assert trip["difference"] < TOLERANCE, trip
+
+
+# ------------------------------------------------------------------------------ two processes
+
+def two_process_config(tiny_config) -> ml_collections.ConfigDict:
+  """8 rows per step (4 per process) in 2 microbatches; params and optimizer state split over
+  all 4 devices of both processes (fsdp=4), so each process saves only its shards."""
+  config = tiny_config("lm")
+  config.global_batch_size = 8
+  config.grad_accum_steps = 2
+  config.parallelism.update(data=1, fsdp=4)
+  config.num_train_steps = 5
+  config.checkpoint_every_steps = config.eval_every_steps = 5
+  return config
+
+
+def train_two_processes(config_path: str, workdir: str, steps: int) -> list[str]:
+  """Runs `transformer.train --distributed` as processes 0 and 1; returns their outputs."""
+  port = portpicker.pick_unused_port()
+  procs = []
+  try:
+    for index in range(2):
+      env = subprocess_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                           JAX_PROCESS_ID=str(index))
+      procs.append(subprocess.Popen(
+          [sys.executable, "-m", "transformer.train", f"--config={config_path}", f"--workdir={workdir}",
+           "--distributed", f"--config.num_train_steps={steps}"],
+          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+  finally:
+    for proc in procs:  # no orphans on failure or timeout
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  for proc, output in zip(procs, outputs):
+    assert proc.returncode == 0, output[-4000:]
+  return outputs
+
+
+def test_two_processes_match_one_process_and_resume(tiny_config, workdir_for, tmp_path):
+  config = two_process_config(tiny_config)
+  workdir = workdir_for(config, "two_processes")  # holds the trained spm.model; corpus prepared
+  config_path = tmp_path / "config.json"
+  config_path.write_text(config.to_json())
+  experiment = os.path.join(ROOT, "tests", "training", "json_experiment.py")
+
+  outputs = train_two_processes(f"{experiment}:{config_path}", workdir, steps=5)
+  assert "starting from scratch" in outputs[0] and "starting from scratch" in outputs[1]
+  assert "jit over mesh data 1 × fsdp 4 × tensor 1 (4 devices, 2 processes)" in outputs[0]
+  outputs = train_two_processes(f"{experiment}:{config_path}", workdir, steps=7)
+  for output in outputs:
+    assert "resuming from the workdir's checkpoint at step 5" in output, output[-3000:]
+  assert "sample 1" in outputs[0]  # params gathered from both processes for decoding
+  logged = {r["step"]: r["loss"] for r in metrics.read_jsonl(workdir) if r["split"] == "train"}
+  assert sorted(logged) == list(range(1, 8))
+
+  # One process, one device, the same global batches: process 0's rows, then process 1's.
+  tokenizer = pipeline.load_tokenizer_for(config.data, tokenizer_path(workdir))
+  reference = ml_collections.ConfigDict(config.to_dict())
+  reference.parallelism.update(data=-1, fsdp=1)
+  trainer = parallel_driver.Trainer(reference, jax.devices()[:1])
+  state, rng = trainer.init()
+  expected, _ = trainer.train(state, rng, parallel_driver.global_batches(config, tokenizer, 7, process_count=2))
+  assert parallel_driver.max_difference([logged[s] for s in range(1, 8)], expected) < TOLERANCE, (logged, expected)
