@@ -154,8 +154,9 @@ def describe(layout: Layout) -> str:
   """One line: mode and mesh, e.g. 'jit over mesh data 2 × fsdp 2 × tensor 2 (8 devices, 1 process)'."""
   axes = " × ".join(f"{name} {size}" for name, size in layout.mesh.shape.items())
   processes = len({d.process_index for d in layout.mesh.devices.flat})
-  return (f"{layout.mode} over mesh {axes} ({layout.mesh.size} devices, "
-          f"{processes} process{'es' if processes > 1 else ''})")
+  plural = lambda n, word, suffix: f"{n} {word}{suffix if n > 1 else ''}"  # noqa: E731
+  return (f"{layout.mode} over mesh {axes} ({plural(layout.mesh.size, 'device', 's')}, "
+          f"{plural(processes, 'process', 'es')})")
 
 
 # ------------------------------------------------------------------------------ placement
