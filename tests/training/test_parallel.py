@@ -117,10 +117,12 @@ def test_jit_and_pmap_layouts_give_the_single_device_losses(eight_devices):
   assert len(reference) == 5 and np.all(np.isfinite(reference)) and reference[-1] < reference[0]
   assert reference != plain  # dropout was on in the jit comparisons
   # jit: same dropout masks as one device (threefry keys are partitionable).
-  for name in ("jit data=8", "jit data=2 fsdp=2 tensor=2"):
-    assert parallel_driver.max_difference(losses[name], reference) < TOLERANCE, (name, losses[name], reference)
   # pmap draws per-device dropout masks, so it is compared with dropout off.
-  assert parallel_driver.max_difference(losses["pmap 8, no dropout"], plain) < TOLERANCE
+  for name, expected in (("jit data=8", reference), ("jit data=2 fsdp=2 tensor=2", reference),
+                         ("pmap 8, no dropout", plain)):
+    difference = parallel_driver.max_difference(losses[name], expected)
+    print(f"{name} vs 1 device, 5 steps: max loss difference {difference:.2e}")
+    assert difference < TOLERANCE, (name, losses[name], expected)
 
 
 def test_checkpoints_restore_under_another_layout(eight_devices):
@@ -197,4 +199,6 @@ def test_two_processes_match_one_process_and_resume(tiny_config, workdir_for, tm
   trainer = parallel_driver.Trainer(reference, jax.devices()[:1])
   state, rng = trainer.init()
   expected, _ = trainer.train(state, rng, parallel_driver.global_batches(config, tokenizer, 7, process_count=2))
-  assert parallel_driver.max_difference([logged[s] for s in range(1, 8)], expected) < TOLERANCE, (logged, expected)
+  difference = parallel_driver.max_difference([logged[s] for s in range(1, 8)], expected)
+  print(f"two processes vs one device, steps 1-7: max loss difference {difference:.2e}")
+  assert difference < TOLERANCE, (logged, expected)
