@@ -37,5 +37,6 @@ def get_config(arg: str | None = None):
   c.eval_steps = 0
   c.checkpoint_every_steps = 100
   c.num_samples = 3
+  c.bleu_eval_batches = 2          # 64 validation examples decoded greedily for sacreBLEU
   c.max_decode_length = 32
   return c
