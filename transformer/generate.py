@@ -14,7 +14,7 @@ escaped ('\n') so that output line i answers prompt i.
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from transformer import decoding
 from transformer.data.tokenizer import Tokenizer, load_tokenizer
@@ -65,15 +65,20 @@ def one_line(text: str) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax) off unless asked for
+    logging.set_verbosity(logging.WARNING)
   try:
     model_config, params, tokenizer = load_for_generation(_WORKDIR.value, _STEP.value)
   except FileNotFoundError as e:
     raise app.UsageError(f"--workdir={_WORKDIR.value}: {e}") from None
-  outputs = decoding.generate_texts(
-      model_config, params, tokenizer, read_prompts(_PROMPT.value, _PROMPTS_FILE.value),
-      batch_size=_BATCH_SIZE.value, seed=_SEED.value, method=_METHOD.value,
-      max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
-      temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+  try:
+    outputs = decoding.generate_texts(
+        model_config, params, tokenizer, read_prompts(_PROMPT.value, _PROMPTS_FILE.value),
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value, method=_METHOD.value,
+        max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+  except ValueError as e:  # an empty prompt, no prompts, or a bad decoding option
+    raise app.UsageError(str(e)) from None
   for text in outputs:
     print(one_line(text))
 
