@@ -12,7 +12,7 @@ import pytest
 from tests.decoding.conftest import init_params, tiny_config
 from tests.decoding.test_prompts import train_tokenizer
 from transformer import decoding
-from transformer.generate import load_for_generation, read_prompts
+from transformer.generate import load_for_generation, one_line, read_prompts
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,13 @@ def workdir(tmp_path_factory):
 def test_load_for_generation(workdir):
   path, config, params = workdir
   loaded_config, loaded_params, tokenizer = load_for_generation(str(path))
-  assert loaded_config == config
+  assert loaded_config == config.eval()
   jax.tree.map(np.testing.assert_array_equal, loaded_params, params)
-  assert tokenizer.get_piece_size() == config.vocab_size
+  assert tokenizer.vocab_size == config.vocab_size
 
 
 def test_load_for_generation_names_a_missing_workdir(tmp_path):
-  with pytest.raises(FileNotFoundError, match="--workdir=.* has no config.json"):
+  with pytest.raises(FileNotFoundError, match="no config.json in .*: not a training workdir"):
     load_for_generation(str(tmp_path))
 
 
@@ -69,3 +69,9 @@ def test_command_line(workdir):
        "--method=sample", "--top_k=5", "--max_new_tokens=4"],
       input="the fox\nthe dog\n", capture_output=True, text=True, check=True)
   assert len(result.stdout.splitlines()) == 2
+
+
+def test_outputs_print_as_one_line_each():
+  text = "a\nb\rc\x0bd\u2028e"
+  assert len(one_line(text).splitlines()) == 1
+  assert one_line(text) == "a\\nb\\rc\\x0bd\\u2028e"

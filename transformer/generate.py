@@ -7,21 +7,19 @@ r"""Generates text from a trained run: one output line per prompt.
 
 Prompts come from --prompt, else --prompts_file (one per line), else standard input
 (one per line). Empty prompts are errors; too long prompts are truncated with a
-warning; see transformer/decoding/prompts.py. Newlines in outputs are printed as
-'\n' so that output line i answers prompt i.
+warning; see transformer/decoding/prompts.py. Line breaks in outputs are printed
+escaped ('\n') so that output line i answers prompt i.
 """
 
-import json
-import os
 import sys
 from typing import Any
 
-import orbax.checkpoint as ocp
-import sentencepiece as spm
-from absl import app, flags
+from absl import app, flags, logging
 
 from transformer import decoding
+from transformer.data.tokenizer import Tokenizer, load_tokenizer
 from transformer.models.config import ModelConfig
+from transformer.training import checkpoints
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: config.json, spm.model, checkpoints/.",
                             required=True)
@@ -39,34 +37,14 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling probability mass; 1:
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Prompts decoded together.")
 
-CONFIG_FILE, TOKENIZER_FILE, CHECKPOINT_DIR = "config.json", "spm.model", "checkpoints"
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
 
 
 def load_for_generation(workdir: str, step: int | None = None
-                        ) -> tuple[ModelConfig, Any, spm.SentencePieceProcessor]:
-  """(model config, params, tokenizer) of the run in `workdir`.
-
-  Layout read: `config.json` (the run config; its `model` dict holds ModelConfig fields,
-  vocab_size there or in `data.vocab_size`), `spm.model`, and `checkpoints/`, an Orbax
-  CheckpointManager directory whose steps hold an item 'params' (the params pytree).
-  """
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"--workdir={workdir} has no {CONFIG_FILE}: not a training workdir")
-  with open(config_path) as f:
-    run_config = json.load(f)
-  fields = {k: v for k, v in run_config["model"].items() if k in ModelConfig.__dataclass_fields__}
-  fields.setdefault("vocab_size", run_config.get("data", {}).get("vocab_size"))
-  model_config = ModelConfig(**fields)
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"--workdir={workdir} has no checkpoint in {CHECKPOINT_DIR}/")
-  params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-  manager.close()
-  tokenizer = spm.SentencePieceProcessor(model_file=os.path.join(workdir, TOKENIZER_FILE))
-  return model_config, params["params"], tokenizer
+                        ) -> tuple[ModelConfig, Any, Tokenizer]:
+  """(eval model config, params, tokenizer) of the training run in `workdir`."""
+  model_config, params, tokenizer_file = checkpoints.load_params_for_inference(workdir, step)
+  return model_config, params, load_tokenizer(tokenizer_file)
 
 
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
@@ -79,17 +57,30 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
   return sys.stdin.read().splitlines()
 
 
+def one_line(text: str) -> str:
+  """`text` with each line break that str.splitlines knows escaped, e.g. '\\n', '\\x0b'."""
+  return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  model_config, params, tokenizer = load_for_generation(_WORKDIR.value, _STEP.value)
-  outputs = decoding.generate_texts(
-      model_config, params, tokenizer, read_prompts(_PROMPT.value, _PROMPTS_FILE.value),
-      batch_size=_BATCH_SIZE.value, seed=_SEED.value, method=_METHOD.value,
-      max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
-      temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+  if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax) off unless asked for
+    logging.set_verbosity(logging.WARNING)
+  try:
+    model_config, params, tokenizer = load_for_generation(_WORKDIR.value, _STEP.value)
+  except FileNotFoundError as e:
+    raise app.UsageError(f"--workdir={_WORKDIR.value}: {e}") from None
+  try:
+    outputs = decoding.generate_texts(
+        model_config, params, tokenizer, read_prompts(_PROMPT.value, _PROMPTS_FILE.value),
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value, method=_METHOD.value,
+        max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+  except ValueError as e:  # an empty prompt, no prompts, or a bad decoding option
+    raise app.UsageError(str(e)) from None
   for text in outputs:
-    print(text.replace("\n", "\\n"))
+    print(one_line(text))
 
 
 if __name__ == "__main__":

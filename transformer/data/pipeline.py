@@ -38,6 +38,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -242,20 +243,23 @@ class _FlatMap(grain.experimental.FlatMapTransform):
 
 
 class _SkipOverlong(grain.transforms.Filter):
-  """Keeps examples that fit the task lengths; logs the running count of skipped ones."""
+  """Keeps examples that fit the task lengths; logs the running count of skipped ones (rate-limited)."""
 
   def __init__(self, max_lengths: Mapping[str, int], where: str):
     self._max_lengths = dict(max_lengths)
     self._where = where
     self._skipped = 0
+    self._logged_at = 0.0
 
   def filter(self, example: Mapping[str, np.ndarray]) -> bool:
     if tasks.fits(example, self._max_lengths):
       return True
     self._skipped += 1
-    if self._skipped & (self._skipped - 1) == 0:  # 1, 2, 4, 8, ...: a log line per doubling.
-      logging.warning("%s: skipped %d over-long examples so far (lengths %s > %s)", self._where, self._skipped,
-                      tasks.lengths_of(example), self._max_lengths)
+    now = time.monotonic()
+    if self._skipped == 1 or now - self._logged_at >= 60:  # the first skip, then a line a minute
+      self._logged_at = now
+      logging.warning("%s: skipped %d over-long examples so far (lengths %s > %s)", self._where,
+                      self._skipped, tasks.lengths_of(example), self._max_lengths)
     return False
 
 

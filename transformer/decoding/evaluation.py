@@ -20,7 +20,8 @@ def evaluate_seq2seq(config: ModelConfig, params: Any, tokenizer: Tokenizer,
     params: the model's params.
     tokenizer: turns targets and outputs into text.
     batches: dicts with 'inputs' int [batch, input_len] and 'targets' int [batch, target_len]
-      (PAD-padded, targets ending in EOS), e.g. the seq2seq task's eval batches.
+      (PAD-padded, targets ending in EOS), e.g. the seq2seq task's eval batches; rows whose
+      targets are all PAD (filler) are skipped.
     **generate_kwargs: method, beam_size, alpha, max_new_tokens, ... for `decoding.generate`.
 
   Returns:
@@ -29,10 +30,11 @@ def evaluate_seq2seq(config: ModelConfig, params: Any, tokenizer: Tokenizer,
   """
   inputs, hypotheses, references = [], [], []
   for batch in batches:
-    outputs = generate(config, params, batch["inputs"], **generate_kwargs)
-    hypotheses += decode_outputs(tokenizer, np.asarray(outputs))
-    references += decode_outputs(tokenizer, batch["targets"])
-    inputs += decode_outputs(tokenizer, batch["inputs"])
+    real = np.asarray(batch["targets"]).any(axis=1)  # eval batches end with all-PAD filler rows
+    outputs = np.asarray(generate(config, params, batch["inputs"], **generate_kwargs))[real]
+    hypotheses += decode_outputs(tokenizer, outputs)
+    references += decode_outputs(tokenizer, np.asarray(batch["targets"])[real])
+    inputs += decode_outputs(tokenizer, np.asarray(batch["inputs"])[real])
   score, signature = bleu(hypotheses, references)
   return {"bleu": score, "bleu_signature": signature,
           "exact_match": exact_match(hypotheses, references), "examples": len(hypotheses),

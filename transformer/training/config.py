@@ -74,6 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.best_mode = "min"              # 'min' | 'max': which direction of best_metric is better.
   c.async_checkpoints = True       # Write checkpoints in a background thread.
   c.num_samples = 3                # Decoded validation examples printed at the end (0 = none).
+  c.bleu_eval_batches = 0          # Seq2seq fine-tuning: eval batches greedily decoded for BLEU and exact match (0 = none).
   c.max_decode_length = 32         # Longest decoded sample, in tokens.
   c.peak_flops_per_device = 0.0    # Device peak FLOP/s for MFU; 0 = measure a matmul peak at start.
   return c
@@ -105,9 +106,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "max_decode_length"):
     if config[name] < 1:
       raise ConfigError(f"config.{name} must be >= 1, got {config[name]!r}")
-  for name in ("eval_steps", "num_samples"):
+  for name in ("eval_steps", "num_samples", "bleu_eval_batches"):
     if config[name] < 0:
       raise ConfigError(f"config.{name} must be >= 0, got {config[name]!r}")
+  if config.bleu_eval_batches and config.data.task != "seq2seq":
+    raise ConfigError(f"config.bleu_eval_batches needs config.data.task='seq2seq', "
+                      f"got {config.data.task!r}")
   if config.global_batch_size % config.grad_accum_steps:
     raise ConfigError(f"config.global_batch_size ({config.global_batch_size}) must be divisible "
                       f"by config.grad_accum_steps ({config.grad_accum_steps})")

@@ -7,6 +7,7 @@ Resume order (the log says which happened):
   3. else scratch.
 """
 
+import itertools
 import os
 import time
 from typing import Any, Callable, Iterator, Mapping
@@ -17,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from transformer.data import pipeline
+from transformer.decoding.evaluation import evaluate_seq2seq
 from transformer.models.config import ModelConfig
 from transformer.models.transformer import build_model
 from transformer.training import checkpoints, flops, metrics, parallel, samples
@@ -80,9 +82,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, print_fn: PrintFn = 
       stage.make_loss(eval_model, cfg, config.label_smoothing), axis_name=layout.axis_name))
 
   def evaluate(params: Any) -> dict[str, float]:
-    return stage.summarize(evaluate_sums(eval_step, layout, params, make_data(config, config.eval_split,
-                                                                              tokenizer, train=False),
-                                         config.eval_steps))
+    eval_data = lambda: make_data(config, config.eval_split, tokenizer, train=False)
+    results = stage.summarize(evaluate_sums(eval_step, layout, params, eval_data(), config.eval_steps))
+    if config.bleu_eval_batches:
+      scores = evaluate_seq2seq(cfg.eval(), params, tokenizer,
+                                itertools.islice(eval_data(), config.bleu_eval_batches),
+                                method="greedy", max_new_tokens=config.max_decode_length)
+      print_fn(f"sacreBLEU {scores['bleu']:.2f} on {scores['examples']} examples "
+               f"({scores['bleu_signature']})")
+      results.update(bleu=scores["bleu"], exact_match=scores["exact_match"])
+    return results
 
   # ------------------------------------------------------------------ train
   writer = metrics.MetricWriter(workdir) if is_main else None
