@@ -13,10 +13,11 @@ Command:
   python -m transformer.train --config=experiments/baselines.py:lstm --workdir=runs/baselines_lstm
   (likewise :gated_cnn and :transformer)
 
-Runtime on 2 CPU cores: corpus and tokenizer ~2 min once; training ~2 (gated_cnn),
-~3 (transformer), ~5 (lstm) minutes.
-Expected result (eval perplexity on 10 validation batches, see README.baselines.md):
-transformer < gated_cnn ≈ lstm, all well below the trigram's.
+Runtime on 2 CPU cores: corpus and tokenizer ~1 min once; training ~1.5 (lstm), ~2
+(gated_cnn), ~3.5 (transformer) minutes.
+Expected result (eval perplexity on the 10 validation batches after 200 steps, measured):
+transformer ~101, gated_cnn ~119, lstm ~172; the Kneser-Ney trigram on the same tokens ~91
+(it sees the whole 4.2M-token train split, the networks 0.8M tokens). See README.baselines.md.
 """
 
 from transformer.training.config import default_config
