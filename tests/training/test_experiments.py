@@ -14,9 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EXPERIMENTS = sorted(
     (os.path.basename(path), arg)
     for path in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
-    for arg in ({"wmt14_ende.py": ("base", "big")}.get(os.path.basename(path), (None,))))
-# Shrunk, :big differs from :base only in dropout: run it with the slow tests.
-EXPERIMENTS = [pytest.param(*e, marks=pytest.mark.slow) if e[1] == "big" else e for e in EXPERIMENTS]
+    for arg in ({"wmt14_ende.py": ("base", "big"), "baselines.py": ("lstm", "gated_cnn", "transformer")}
+                .get(os.path.basename(path), (None,))))
+# Shrunk, :big differs from :base only in dropout, and baselines.py:transformer is pretrain_lm.py's
+# model: run them with the slow tests.
+SLOW = {("wmt14_ende.py", "big"), ("baselines.py", "transformer")}
+EXPERIMENTS = [pytest.param(*e, marks=pytest.mark.slow) if e in SLOW else e for e in EXPERIMENTS]
 
 
 def load_config(name: str, arg: str | None):

@@ -11,7 +11,8 @@ cache index, are shared by all rows). Beam search reorders rows by gathering
 every non-scalar leaf, so any state of this shape works; the tests pass
 hand-made tables.
 
-`model_logits_fn` builds it for a Transformer:
+`model_logits_fn` builds it for a model of `build_model` (the LSTM and gated-CNN
+baselines have no cache: only the uncached path):
 - cached (default): the flax 'cache' collection of the model's decode variant.
   The encoder runs once; the first decode call creates the cache, projecting the
   cross-attention keys/values once; each step then costs one token.

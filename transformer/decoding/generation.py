@@ -18,7 +18,7 @@ from transformer.decoding.cache import model_logits_fn
 from transformer.decoding.prompts import Tokenizer, decode_outputs, encode_prompts
 from transformer.decoding.sampling import decode_loop, greedy, sampler
 from transformer.decoding.search import beam_search
-from transformer.models.config import ModelConfig
+from transformer.models.config import TRANSFORMER_ARCHITECTURES, ModelConfig
 from transformer.special_ids import PAD_ID
 
 METHODS = ("greedy", "beam", "sample")
@@ -31,7 +31,7 @@ def num_new_tokens(config: ModelConfig, prompt_len: int, max_new_tokens: int | N
   The decoder sees BOS, the prompt (decoder-only) and all but the last new token, so a
   decoder-only model needs prompt_len + num_new <= max_len, an encoder-decoder num_new <= max_len.
   """
-  decoder_prompt = prompt_len if config.architecture == "decoder_only" else 0
+  decoder_prompt = prompt_len if config.causal_lm else 0
   room = config.max_len - decoder_prompt
   if max_new_tokens is None:
     if room < 1:
@@ -63,7 +63,8 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     top_k: sample among the k most likely tokens; 0: no limit ('sample').
     top_p: sample from the smallest set with probability >= top_p; 1: no limit ('sample').
     rng: PRNG key ('sample'); the same key gives the same samples.
-    use_cache: False recomputes the whole prefix every step (a reference for benchmarks).
+    use_cache: False recomputes the whole prefix every step (a reference for benchmarks). The
+      KV cache is the Transformers'; the LSTM and gated-CNN baselines always take this path.
 
   Returns:
     int32 [batch, num_new]: new tokens of each prompt, EOS included where generated, then PAD.
@@ -92,7 +93,8 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
   return _generate(config, params, prompts, rng if rng is not None else jax.random.key(0),
                    jnp.float32(alpha), jnp.float32(temperature), jnp.int32(top_k),
                    jnp.float32(top_p), method=method, num_new=num_new, limited=max_new_tokens is not None,
-                   beam_size=beam_size if method == "beam" else 1, use_cache=use_cache)
+                   beam_size=beam_size if method == "beam" else 1,
+                   use_cache=use_cache and config.architecture in TRANSFORMER_ARCHITECTURES)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(

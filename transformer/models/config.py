@@ -11,7 +11,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
-ARCHITECTURES = ("encoder_decoder", "decoder_only")
+TRANSFORMER_ARCHITECTURES = ("encoder_decoder", "decoder_only")  # the ones with a decode KV cache
+CAUSAL_LM_ARCHITECTURES = ("decoder_only", "lstm", "gated_cnn")  # next-token models over targets only
+ARCHITECTURES = TRANSFORMER_ARCHITECTURES + CAUSAL_LM_ARCHITECTURES[1:]
 POSITION_ENCODINGS = ("sinusoidal", "learned", "rope")
 NORM_PLACEMENTS = ("post", "pre")
 
@@ -21,7 +23,9 @@ class ModelConfig:
   """Hyperparameters of a Transformer; every field is validated on construction.
 
   Attributes:
-    architecture: 'encoder_decoder' (the paper) or 'decoder_only' (a causal LM).
+    architecture: 'encoder_decoder' (the paper), 'decoder_only' (a causal LM), or the classic causal
+      LM baselines 'lstm' and 'gated_cnn' (`baselines.py`: d_model, num_decoder_layers,
+      dropout_rate, conv_kernel_size; output always tied; attention/position fields unused).
     vocab_size: number of token ids (shared source/target vocabulary).
     d_model: width of embeddings and of every sublayer output.
     num_heads: attention heads h; d_k = d_v = d_model / h.
@@ -41,6 +45,7 @@ class ModelConfig:
     param_dtype: parameter dtype name.
     deterministic: disables dropout (eval and decode variants).
     decode: enables the incremental-decoding cache (decode variant).
+    conv_kernel_size: width k of the causal convolutions of 'gated_cnn' (position t sees t-k+1..t).
   """
 
   architecture: str = "encoder_decoder"
@@ -62,12 +67,14 @@ class ModelConfig:
   param_dtype: str = "float32"
   deterministic: bool = False
   decode: bool = False
+  conv_kernel_size: int = 4
 
   def __post_init__(self):
     _check_choice("architecture", self.architecture, ARCHITECTURES)
     _check_choice("position_encoding", self.position_encoding, POSITION_ENCODINGS)
     _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
-    for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_decoder_layers", "max_len"):
+    for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_decoder_layers", "max_len",
+                 "conv_kernel_size"):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise ValueError(f"ModelConfig.{name} must be a positive int, got {getattr(self, name)!r}")
     if not isinstance(self.num_encoder_layers, int) or self.num_encoder_layers < 0:
@@ -91,6 +98,11 @@ class ModelConfig:
   def head_dim(self) -> int:
     """d_k = d_v = d_model / num_heads."""
     return self.d_model // self.num_heads
+
+  @property
+  def causal_lm(self) -> bool:
+    """True for the architectures that model targets alone (decoder_only, lstm, gated_cnn)."""
+    return self.architecture in CAUSAL_LM_ARCHITECTURES
 
   @property
   def compute_dtype(self) -> Any:

@@ -223,5 +223,8 @@ class DecoderOnly(nn.Module):
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-  """The module for config.architecture: EncoderDecoder or DecoderOnly."""
-  return {"encoder_decoder": EncoderDecoder, "decoder_only": DecoderOnly}[config.architecture](config)
+  """The module for config.architecture: EncoderDecoder, DecoderOnly, or an LSTM / gated CNN LM."""
+  from transformer.models import baselines  # pylint: disable=g-import-not-at-top (it imports this module)
+  return {"encoder_decoder": EncoderDecoder, "decoder_only": DecoderOnly,
+          "lstm": baselines.LSTMLanguageModel,
+          "gated_cnn": baselines.GatedConvLanguageModel}[config.architecture](config)

@@ -9,6 +9,11 @@ since padding is computed too), V vocabulary:
   decoder token:  L (4 d² + 2 d f + 2 T d) + V d                     [self-attention, FFN, logits]
                   + L (2 d² + 2 S d) with an encoder                   [cross-attention q, o; QKᵀ, AV]
   per input token with an encoder: L (2 d²)                            [cross-attention k, v]
+
+The baselines (`models/baselines.py`), per target token, with k = conv_kernel_size:
+
+  lstm:       L (8 d²) + V d                                         [input and recurrent kernels, logits]
+  gated_cnn:  L (2 k d²) + V d                                       [convolution to A and B, logits]
 """
 
 import time
@@ -33,8 +38,9 @@ def train_flops_per_step(cfg: ModelConfig, batch_shapes: Mapping[str, tuple[int,
     return sum(train_flops_per_step(cfg, {"targets": batch_shapes[k]}) for k in ("chosen", "rejected"))
   batch, t = batch_shapes["targets"]
   dec_layers, enc_layers = cfg.num_decoder_layers, cfg.num_encoder_layers
-  macs_per_target = dec_layers * (4 * d * d + 2 * d * f + 2 * t * d) + v * d
-  macs = batch * t * macs_per_target
+  layer_macs = {"lstm": 8 * d * d, "gated_cnn": 2 * cfg.conv_kernel_size * d * d}.get(
+      cfg.architecture, 4 * d * d + 2 * d * f + 2 * t * d)
+  macs = batch * t * (dec_layers * layer_macs + v * d)
   if cfg.architecture == "encoder_decoder":
     s = batch_shapes["inputs"][1]
     macs += batch * s * enc_layers * (4 * d * d + 2 * d * f + 2 * s * d)

@@ -6,8 +6,9 @@ stage's denominator (tokens or pairs). Sums add across microbatches and devices,
 host divides them (`Stage.summarize`), so accumulated and sharded steps give exactly the
 single-batch numbers.
 
-- pretrain: causal LM ('lm', decoder-only) or span corruption (encoder-decoder).
-- finetune: seq2seq (encoder-decoder) or LM ('lm' / 'prefix_lm', decoder-only); the loss
+- pretrain: causal LM ('lm': decoder-only, or the LSTM / gated-CNN baselines) or span
+  corruption (encoder-decoder).
+- finetune: seq2seq (encoder-decoder) or LM ('lm' / 'prefix_lm', any causal LM); the loss
   covers target tokens only (`targets_weights` masks the prompt of a prefix LM).
 - reward: preference pairs; the pairwise (Bradley-Terry) loss over a sequence score. The
   score here is the policy's mean token log-likelihood; the reward issue plugs in a
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transformer.models.config import ModelConfig
+from transformer.models.config import CAUSAL_LM_ARCHITECTURES, ModelConfig
 from transformer.special_ids import PAD_ID
 from transformer.training.losses import token_cross_entropy
 
@@ -36,13 +37,13 @@ class Stage:
 
   Attributes:
     name: 'pretrain' | 'finetune' | 'reward'.
-    tasks: data task -> the model architecture it needs.
+    tasks: data task -> the model architectures that train on it.
     make_loss: (model, model config, label smoothing) -> LossFn.
     denominator: the key of `sums` that the objective and gradients are divided by.
     summarize: host-side sums -> metrics (means, accuracy, perplexity).
   """
   name: str
-  tasks: Mapping[str, str]
+  tasks: Mapping[str, tuple[str, ...]]
   make_loss: Callable[[nn.Module, ModelConfig, float], LossFn]
   denominator: str
   summarize: Callable[[Mapping[str, float]], dict[str, float]]
@@ -52,9 +53,9 @@ class Stage:
     if task not in self.tasks:
       return (f"stage {self.name!r} does not train on data task {task!r} "
               f"(config.data.task must be one of {tuple(self.tasks)})")
-    if self.tasks[task] != architecture:
-      return (f"data task {task!r} needs config.model.architecture={self.tasks[task]!r}, "
-              f"got {architecture!r}")
+    if architecture not in self.tasks[task]:
+      return (f"data task {task!r} needs config.model.architecture="
+              f"{' or '.join(map(repr, self.tasks[task]))}, got {architecture!r}")
     return None
 
 
@@ -62,7 +63,7 @@ class Stage:
 
 def logits_fn(model: nn.Module, cfg: ModelConfig, params: Any, batch: Batch,
               rng: jax.Array) -> jnp.ndarray:
-  """Teacher-forced logits [batch, target_len, vocab] for a data batch of either architecture."""
+  """Teacher-forced logits [batch, target_len, vocab] for a data batch of any architecture."""
   get = batch.get
   if cfg.architecture == "encoder_decoder":
     args = (batch["inputs"], batch["targets"], get("inputs_segmentation"),
@@ -144,11 +145,12 @@ def summarize_pairs(sums: Mapping[str, float]) -> dict[str, float]:
 def get_stage(name: str) -> Stage:
   """The Stage called `name`; ValueError names the choices otherwise."""
   if name in ("pretrain", "finetune"):
-    tasks = ({"lm": "decoder_only", "span_corruption": "encoder_decoder"} if name == "pretrain" else
-             {"seq2seq": "encoder_decoder", "lm": "decoder_only", "prefix_lm": "decoder_only"})
+    encoder_decoder = ("encoder_decoder",)
+    tasks = ({"lm": CAUSAL_LM_ARCHITECTURES, "span_corruption": encoder_decoder} if name == "pretrain" else
+             {"seq2seq": encoder_decoder, "lm": CAUSAL_LM_ARCHITECTURES, "prefix_lm": CAUSAL_LM_ARCHITECTURES})
     return Stage(name, tasks, token_loss, "tokens", summarize_tokens)
   if name == "reward":
-    return Stage(name, {"preference": "decoder_only"},
+    return Stage(name, {"preference": ("decoder_only",)},
                  lambda model, cfg, _: pairwise_loss(mean_log_likelihood_score(model, cfg)),
                  "pairs", summarize_pairs)
   raise ValueError(f"unknown stage {name!r}: must be one of ('pretrain', 'finetune', 'reward')")

@@ -31,7 +31,7 @@ class TrainState:
 def dummy_inputs(cfg: ModelConfig) -> dict[str, jnp.ndarray]:
   """Smallest inputs that build every parameter: int32 [1, 8] per model input."""
   tokens = jnp.ones((1, 8), jnp.int32)
-  if cfg.architecture == "decoder_only":
+  if cfg.causal_lm:
     return {"targets": tokens}
   return {"inputs": tokens, "targets": tokens}
 

@@ -1,0 +1,189 @@
+"""The classic neural language models beside the Transformer: an LSTM and a gated CNN.
+
+Both have the call signature and the shift-right semantics of `DecoderOnly`:
+
+  targets [b, l] --shift right per segment (BOS first)--> embed * sqrt(d_model), dropout
+      --> num_decoder_layers x (LSTM layer | gated convolution block), dropout
+      --> tied projection (embedding^T) --> logits [b, l, vocab]
+
+so logits at position i depend on targets[:i] of the same packed segment only.
+Neither uses positions (order comes from the recurrence or the convolution taps), so
+`targets_position` is accepted and ignored. Packing: the LSTM's state is reset at each
+segment start, and a convolution tap that would reach into the previous segment reads
+zeros, so a packed row gives exactly the logits of its segments run separately.
+
+- `LSTMLanguageModel`: Zaremba et al. (2014) style: stacked LSTM layers of width
+  d_model, dropout between layers (not on the recurrence). The input projection of all
+  steps is one matmul; `jax.lax.scan` runs only the recurrent part (`lstm_step`).
+- `GatedConvLanguageModel`: Dauphin et al. (2017), "Language Modeling with Gated
+  Convolutional Networks": residual blocks h + A ⊗ σ(B), where [A, B] is a causal 1-D
+  convolution of width k = conv_kernel_size (position t sees t-k+1..t). L blocks see
+  L(k-1)+1 tokens back.
+
+The n-gram baseline is count-based, not a Flax module: see `transformer/models/ngram.py`.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transformer.models.config import ModelConfig
+from transformer.models.embeddings import TokenEmbedding
+from transformer.models.transformer import segmentation_or_default, shift_right
+
+
+def segment_starts(segmentation: jnp.ndarray) -> jnp.ndarray:
+  """bool [batch, length]: True where a packed segment (or the padding after it) begins."""
+  previous = jnp.pad(segmentation, ((0, 0), (1, 0)), constant_values=-1)[:, :-1]
+  return segmentation != previous
+
+
+def lstm_step(recurrent_kernel: jnp.ndarray, carry: tuple[jnp.ndarray, jnp.ndarray],
+              inputs: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[tuple[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+  """One LSTM step, the state zeroed first where a segment starts.
+
+  Gates in the order input, forget, cell, output:
+    i, f, g, o = split(x W + b + h U);  c' = σ(f) c + σ(i) tanh(g);  h' = σ(o) tanh(c').
+
+  Args:
+    recurrent_kernel: U [hidden, 4 * hidden].
+    carry: (c, h), each [batch, hidden].
+    inputs: (x W + b [batch, 4 * hidden], reset bool [batch]).
+
+  Returns:
+    ((c', h'), h'), the new state and the step's output [batch, hidden].
+  """
+  projected, reset = inputs
+  c, h = (jnp.where(reset[:, None], 0.0, s).astype(s.dtype) for s in carry)
+  i, f, g, o = jnp.split(projected + h @ recurrent_kernel, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h = jax.nn.sigmoid(o) * jnp.tanh(c)
+  return (c, h), h
+
+
+def _forget_bias_one(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jnp.ndarray:
+  """LSTM bias [4 * hidden]: 1 on the forget gate, 0 elsewhere (Jozefowicz et al., 2015)."""
+  del key
+  hidden = shape[0] // 4
+  return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
+
+
+class LSTMLayer(nn.Module):
+  """An LSTM of width d_model over a packed sequence: [batch, length, d_model] -> same shape."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, segmentation: jnp.ndarray) -> jnp.ndarray:
+    """Runs the recurrence left to right, resetting (c, h) to zero at each segment start.
+
+    Args:
+      x: [batch, length, d_model] inputs.
+      segmentation: int [batch, length] segment ids (0 = padding).
+
+    Returns:
+      [batch, length, d_model]: the hidden state h after each step, dropout applied.
+    """
+    cfg = self.config
+    d, dtype = cfg.d_model, cfg.compute_dtype
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), ("embed", "mlp")), (d, 4 * d), cfg.params_dtype)
+    recurrent_kernel = self.param("recurrent_kernel", nn.with_logical_partitioning(
+        nn.initializers.orthogonal(), ("embed", "mlp")), (d, 4 * d), cfg.params_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(_forget_bias_one, ("mlp",)),
+                      (4 * d,), cfg.params_dtype)
+    projected = x.astype(dtype) @ jnp.asarray(kernel, dtype) + jnp.asarray(bias, dtype)  # [b, l, 4d]
+    batch = x.shape[0]
+    zeros = jnp.zeros((batch, d), dtype)
+    step = functools.partial(lstm_step, jnp.asarray(recurrent_kernel, dtype))
+    _, h = jax.lax.scan(step, (zeros, zeros),
+                        (projected.swapaxes(0, 1), segment_starts(segmentation).swapaxes(0, 1)))
+    return nn.Dropout(cfg.dropout_rate)(h.swapaxes(0, 1), deterministic=cfg.deterministic)
+
+
+def causal_taps(x: jnp.ndarray, segmentation: jnp.ndarray, width: int) -> jnp.ndarray:
+  """The inputs a causal convolution sees, zero where a tap leaves the sequence or segment.
+
+  Args:
+    x: [batch, length, d].
+    segmentation: int [batch, length].
+    width: kernel width k.
+
+  Returns:
+    [batch, length, k, d]: taps[:, t, j] = x[:, t - j] if t - j >= 0 and in t's segment, else 0.
+  """
+  length = x.shape[1]
+  taps = []
+  for j in range(width):
+    shifted = jnp.pad(x, ((0, 0), (j, 0), (0, 0)))[:, :length]
+    shifted_segment = jnp.pad(segmentation, ((0, 0), (j, 0)), constant_values=-1)[:, :length]
+    taps.append(jnp.where((shifted_segment == segmentation)[..., None], shifted, 0).astype(x.dtype))
+  return jnp.stack(taps, axis=2)
+
+
+class GatedConvBlock(nn.Module):
+  """A residual gated convolution block: x + dropout(A ⊗ σ(B)), [A, B] = causal_conv(x)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, segmentation: jnp.ndarray) -> jnp.ndarray:
+    """x: [batch, length, d_model], segmentation: int [batch, length] -> [batch, length, d_model]."""
+    cfg = self.config
+    d, k, dtype = cfg.d_model, cfg.conv_kernel_size, cfg.compute_dtype
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), (None, "embed", "mlp")), (k, d, 2 * d), cfg.params_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                      (2 * d,), cfg.params_dtype)
+    taps = causal_taps(x.astype(dtype), segmentation, k)  # [b, l, k, d]
+    a, b = jnp.split(jnp.einsum("blkd,kde->ble", taps, jnp.asarray(kernel, dtype))
+                     + jnp.asarray(bias, dtype), 2, axis=-1)
+    gated = nn.Dropout(cfg.dropout_rate)(a * jax.nn.sigmoid(b), deterministic=cfg.deterministic)
+    return x + gated
+
+
+class _BaselineLM(nn.Module):
+  """Embedding, a stack of `block`s, tied output; subclasses set `block` (a class attribute)."""
+
+  config: ModelConfig
+
+  def setup(self):
+    self.embedding = TokenEmbedding(self.config, name="token_embedding")
+    self.layers = [self.block(self.config) for _ in range(self.config.num_decoder_layers)]
+    self.embedding_dropout = nn.Dropout(self.config.dropout_rate)
+
+  def decode(self, decoder_input_tokens: jnp.ndarray,
+             targets_segmentation: jnp.ndarray | None = None,
+             targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Logits [batch, length, vocab] for already shifted decoder input tokens (BOS first).
+
+    Args:
+      decoder_input_tokens: int [batch, length].
+      targets_segmentation: int [batch, length] (0 = padding); default: 1 on non-pad tokens.
+      targets_position: ignored (accepted for the DecoderOnly signature).
+    """
+    del targets_position
+    cfg = self.config
+    segmentation = segmentation_or_default(decoder_input_tokens, targets_segmentation)
+    x = self.embedding_dropout(self.embedding(decoder_input_tokens), deterministic=cfg.deterministic)
+    for layer in self.layers:
+      x = layer(x, segmentation)
+    return self.embedding.attend(x).astype(jnp.float32)
+
+  def __call__(self, targets: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
+               targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Next-token logits [batch, length, vocab]; position i sees targets[:i] of its segment."""
+    segmentation = segmentation_or_default(targets, targets_segmentation)
+    return self.decode(shift_right(targets, segmentation), segmentation, targets_position)
+
+
+class LSTMLanguageModel(_BaselineLM):
+  """Stacked LSTM language model (see the module docstring)."""
+  block = LSTMLayer
+
+
+class GatedConvLanguageModel(_BaselineLM):
+  """Gated convolutional language model, GCNN (see the module docstring)."""
+  block = GatedConvBlock

@@ -1,0 +1,77 @@
+r"""Fits the n-gram baseline on a data config's train split and prints validation perplexity (JSON).
+
+  python -m transformer.ngram --order=3 --workdir=runs/baselines_lstm \
+      --data.seq_len=128 --data.vocab_size=1000 --data.num_sentinels=0 \
+      --data.spm_input_sentence_size=100000 --batch_size=32 --eval_batches=10
+
+Tokens come from the project's pipeline (`pipeline.make_dataset`, task 'lm', unpacked rows):
+the tokenizer at `<workdir>/spm.model` (a neural run's, so the ids are the same; trained
+there on first use otherwise), every row of the train split to fit, and the first
+`eval_batches` batches of `batch_size` rows of the validation split to score. With the
+neural run's data config, batch size and eval_steps these are exactly the rows and target
+tokens (each chunk predicted from BOS) behind its eval perplexity.
+"""
+
+import json
+import time
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from transformer.data import pipeline
+from transformer.models.ngram import NGramModel
+
+_DATA = config_flags.DEFINE_config_dict("data", pipeline.default_data_config(),
+                                        "Data config; override fields with --data.x=y.")
+_ORDER = flags.DEFINE_integer("order", 3, "n of the n-gram model.")
+_DISCOUNT = flags.DEFINE_float("discount", None, "Kneser-Ney discount for every order; default: Ney's estimate.")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/transformer_ngram", "Where spm.model is read (or trained on first use).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per validation batch (the neural run's global_batch_size).")
+_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 10, "Validation batches scored (the neural run's eval_steps); 0 = all.")
+
+
+def segments(batches: Iterator[Mapping[str, np.ndarray]]) -> Iterator[np.ndarray]:
+  """Each packed segment's target tokens, int [segment_length], from `targets` batches."""
+  for batch in batches:
+    targets = np.asarray(batch["targets"])
+    segmentation = np.asarray(batch.get("targets_segmentation", targets != 0))
+    for row, row_segments in zip(targets, segmentation):
+      for segment_id in np.unique(row_segments[row_segments > 0]):
+        yield row[row_segments == segment_id]
+
+
+def split_segments(data: Mapping, split: str, batch_size: int, batches: int, tokenizer) -> list[np.ndarray]:
+  """The target segments of the first `batches` (0 = all) unpacked batches of `split`."""
+  it = pipeline.make_dataset(data, split, global_batch_size=batch_size, seed=0, train=False,
+                             process_index=0, process_count=1, tokenizer=tokenizer)
+  out = []
+  for index, batch in enumerate(it):
+    if batches and index >= batches:
+      break
+    out.extend(segments([batch]))
+  return out
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  data = _DATA.value
+  if data.task != "lm":
+    raise app.UsageError(f"--data.task must be 'lm' for the n-gram baseline, got {data.task!r}")
+  start = time.perf_counter()
+  tokenizer = pipeline.load_tokenizer_for(data, _WORKDIR.value)
+  train = split_segments(data, "train", 256, 0, tokenizer)
+  evaluation = split_segments(data, "validation", _BATCH_SIZE.value, _EVAL_BATCHES.value, tokenizer)
+  read = time.perf_counter()
+  model = NGramModel.fit(train, _ORDER.value, tokenizer.vocab_size, _DISCOUNT.value)
+  nll, tokens = model.nll(evaluation)
+  print(json.dumps({
+      "order": _ORDER.value, "discounts": [round(level.discount, 4) for level in model.levels],
+      "train_tokens": int(sum(len(s) for s in train)), "eval_tokens": tokens,
+      "nll": nll / tokens, "perplexity": float(np.exp(nll / tokens)),
+      "data_seconds": round(read - start, 1), "fit_eval_seconds": round(time.perf_counter() - read, 1)}))
+
+
+if __name__ == "__main__":
+  app.run(main)
