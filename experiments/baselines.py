@@ -20,7 +20,7 @@ transformer ~101, gated_cnn ~119, lstm ~172; the Kneser-Ney trigram on the same 
 (it sees the whole 4.2M-token train split, the networks 0.8M tokens). See README.baselines.md.
 """
 
-from transformer.training.config import default_config
+from transformer.training.presets import embedded_corpus_run
 
 MODELS = {
     "lstm": dict(architecture="lstm", num_decoder_layers=2),
@@ -35,18 +35,6 @@ def get_config(arg: str | None = None):
   arg = arg or "lstm"
   if arg not in MODELS:
     raise ValueError(f"experiments/baselines.py: the argument must be one of {tuple(MODELS)}, got {arg!r}")
-  c = default_config()
-  c.stage = "pretrain"
-  c.data.update(source="stdlib", name="stdlib_corpus/text", task="lm", seq_len=128, vocab_size=1000,
-                num_sentinels=0, spm_input_sentence_size=100_000)
-  c.model.update(d_model=128, num_encoder_layers=0, dropout_rate=0.0, max_len=128, **MODELS[arg])
-  c.global_batch_size = 32
-  c.num_train_steps = 200
-  c.optimizer.update(name="adamw", schedule="cosine", learning_rate=2e-3, warmup_steps=50,
-                     weight_decay=0.01, grad_clip_norm=1.0)
-  c.log_every_steps = 25
-  c.eval_every_steps = 100
-  c.eval_steps = 10
-  c.checkpoint_every_steps = 100
-  c.max_decode_length = 32
+  c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=200)
+  c.model.update(num_encoder_layers=0, **MODELS[arg])
   return c

@@ -14,26 +14,13 @@ code is very predictable; the samples at the end continue validation code plausi
 Fine-tune from it with `--config.init_from=runs/pretrain_lm` in a decoder-only finetune run.
 """
 
-from transformer.training.config import default_config
+from transformer.training.presets import embedded_corpus_run
 
 
 def get_config(arg: str | None = None):
   """The embedded-corpus causal-LM pretraining config (`arg` unused)."""
   del arg
-  c = default_config()
-  c.stage = "pretrain"
-  c.data.update(source="stdlib", name="stdlib_corpus/text", task="lm", seq_len=128, vocab_size=1000,
-                num_sentinels=0, spm_input_sentence_size=100_000)
-  c.model.update(architecture="decoder_only", d_model=128, num_heads=4, d_ff=512, num_encoder_layers=0,
-                 num_decoder_layers=4, dropout_rate=0.0, norm_placement="pre", position_encoding="rope",
-                 max_len=128)
-  c.global_batch_size = 32
-  c.num_train_steps = 400
-  c.optimizer.update(name="adamw", schedule="cosine", learning_rate=2e-3, warmup_steps=50,
-                     weight_decay=0.01, grad_clip_norm=1.0)
-  c.log_every_steps = 25
-  c.eval_every_steps = 100
-  c.eval_steps = 10
-  c.checkpoint_every_steps = 100
-  c.max_decode_length = 32
+  c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=400)
+  c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
+                 num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
   return c

@@ -14,25 +14,14 @@ Expected result: validation token loss from ~7 (untrained) to ~3.5 (token accura
 the samples show sentinel-delimited guesses of the dropped spans.
 """
 
-from transformer.training.config import default_config
+from transformer.training.presets import embedded_corpus_run
 
 
 def get_config(arg: str | None = None):
   """The embedded-corpus span-corruption pretraining config (`arg` unused)."""
   del arg
-  c = default_config()
-  c.stage = "pretrain"
-  c.data.update(source="stdlib", name="stdlib_corpus/text", task="span_corruption", seq_len=128,
-                vocab_size=1000, num_sentinels=32, spm_input_sentence_size=100_000)
-  c.model.update(architecture="encoder_decoder", d_model=128, num_heads=4, d_ff=512, num_encoder_layers=2,
-                 num_decoder_layers=2, dropout_rate=0.0, max_len=128)
-  c.global_batch_size = 32
-  c.num_train_steps = 300
-  c.optimizer.update(name="adamw", schedule="cosine", learning_rate=2e-3, warmup_steps=50,
-                     weight_decay=0.01, grad_clip_norm=1.0)
-  c.log_every_steps = 25
-  c.eval_every_steps = 100
-  c.eval_steps = 10
-  c.checkpoint_every_steps = 100
-  c.max_decode_length = 32
+  c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "span_corruption", num_train_steps=300)
+  c.data.num_sentinels = 32
+  c.model.update(architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
+                 num_decoder_layers=2)
   return c

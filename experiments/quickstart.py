@@ -17,28 +17,18 @@ printed at the end. Running the same command again resumes from the last checkpo
 stops at once (~13 s).
 """
 
-from transformer.training.config import default_config
+from transformer.training.presets import embedded_corpus_run
 
 
 def get_config(arg: str | None = None):
   """The quickstart run config (`arg` unused)."""
   del arg
-  c = default_config()
-  c.stage = "finetune"
-  c.data.update(source="stdlib", name="stdlib_corpus/summarize", task="seq2seq", seq_len=128,
-                targets_len=32, vocab_size=1000, num_sentinels=0, spm_input_sentence_size=100_000)
-  c.model.update(architecture="encoder_decoder", d_model=128, num_heads=4, d_ff=512,
-                 num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.1, max_len=128)
-  c.global_batch_size = 32
-  c.num_train_steps = 300
+  c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "seq2seq", num_train_steps=300)
+  c.data.targets_len = 32
+  c.model.update(architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
+                 num_decoder_layers=2, dropout_rate=0.1)
   c.label_smoothing = 0.1
-  c.optimizer.update(name="adamw", schedule="cosine", learning_rate=2e-3, warmup_steps=50,
-                     weight_decay=0.01, grad_clip_norm=1.0)
-  c.log_every_steps = 25
-  c.eval_every_steps = 100
-  c.eval_steps = 0
-  c.checkpoint_every_steps = 100
+  c.eval_steps = 0                 # the whole validation split
   c.num_samples = 3
   c.bleu_eval_batches = 2          # 64 validation examples decoded greedily for sacreBLEU
-  c.max_decode_length = 32
   return c
