@@ -39,7 +39,7 @@ def sigmoid(x):
 def numpy_lstm_logits(params, tokens: np.ndarray, d: int) -> np.ndarray:
   """Step-by-step NumPy LSTM over one unpacked row of decoder inputs: [length] -> [length, vocab]."""
   table = params["token_embedding"]["embedding"]
-  x = table[tokens]  # the baselines do not scale lookups by sqrt(d_model)
+  x = table[tokens] * np.sqrt(d)
   for name in sorted(k for k in params if k.startswith("layers_")):
     p = params[name]
     c, h, outputs = np.zeros(d), np.zeros(d), []
@@ -56,7 +56,7 @@ def numpy_lstm_logits(params, tokens: np.ndarray, d: int) -> np.ndarray:
 def numpy_gated_cnn_logits(params, tokens: np.ndarray, d: int) -> np.ndarray:
   """NumPy loop over positions and taps for one unpacked row: [length] -> [length, vocab]."""
   table = params["token_embedding"]["embedding"]
-  x = table[tokens]  # the baselines do not scale lookups by sqrt(d_model)
+  x = table[tokens] * np.sqrt(d)
   for name in sorted(k for k in params if k.startswith("layers_")):
     kernel, bias = params[name]["kernel"], params[name]["bias"]
     out = np.zeros_like(x)

@@ -50,12 +50,3 @@ def test_embedding_is_scaled_and_tied():
   x = np.random.default_rng(0).normal(size=(1, 2, 6)).astype(np.float32)
   np.testing.assert_allclose(module.apply(params, jnp.asarray(x), method=module.attend)[0],
                              x[0] @ table.T, rtol=1e-5, atol=1e-6)
-
-
-def test_unscaled_embedding_is_the_table_row():
-  cfg = ModelConfig(vocab_size=11, d_model=6, num_heads=2)
-  module = TokenEmbedding(cfg, scale=False)
-  tokens = jnp.array([[1, 5]])
-  params = module.init(jax.random.PRNGKey(0), tokens)
-  table = np.asarray(jax.tree_util.tree_leaves(params)[0])
-  np.testing.assert_allclose(module.apply(params, tokens)[0], table[[1, 5]], rtol=1e-6)

@@ -2,14 +2,11 @@
 
 Both have the call signature and the shift-right semantics of `DecoderOnly`:
 
-  targets [b, l] --shift right per segment (BOS first)--> embed (unscaled), dropout
+  targets [b, l] --shift right per segment (BOS first)--> embed * sqrt(d_model), dropout
       --> num_decoder_layers x (LSTM layer | gated convolution block), dropout
       --> tied projection (embedding^T) --> logits [b, l, vocab]
 
-so logits at position i depend on targets[:i] of the same packed segment only. The
-lookups are not multiplied by sqrt(d_model) (there are no positions to balance, and with a
-tied output the scaled embedding carried by the gated CNN's residual stream would make the
-untrained model predict its input token, starting far above the uniform loss).
+so logits at position i depend on targets[:i] of the same packed segment only.
 Neither uses positions (order comes from the recurrence or the convolution taps), so
 `targets_position` is accepted and ignored. Packing: the LSTM's state is reset at each
 segment start, and a convolution tap that would reach into the previous segment reads
@@ -153,7 +150,7 @@ class _BaselineLM(nn.Module):
   config: ModelConfig
 
   def setup(self):
-    self.embedding = TokenEmbedding(self.config, scale=False, name="token_embedding")
+    self.embedding = TokenEmbedding(self.config, name="token_embedding")
     self.layers = [self.block(self.config) for _ in range(self.config.num_decoder_layers)]
     self.embedding_dropout = nn.Dropout(self.config.dropout_rate)
 

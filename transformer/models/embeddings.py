@@ -56,16 +56,9 @@ def apply_rope(x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
 
 
 class TokenEmbedding(nn.Module):
-  """A token table used for lookups (scaled by sqrt(d_model)) and, tied, for output logits.
-
-  Attributes:
-    config: the model config (vocab_size, d_model, dtypes).
-    scale: multiply lookups by sqrt(d_model), as the paper does to balance the embeddings
-      against the position encodings; the classic LMs (no positions) leave it off.
-  """
+  """A token table used for lookups (scaled by sqrt(d_model)) and, tied, for output logits."""
 
   config: ModelConfig
-  scale: bool = True
 
   def setup(self):
     cfg = self.config
@@ -76,11 +69,9 @@ class TokenEmbedding(nn.Module):
         (cfg.vocab_size, cfg.d_model), cfg.params_dtype)
 
   def __call__(self, tokens: jnp.ndarray) -> jnp.ndarray:
-    """int [batch, length] -> [batch, length, d_model], multiplied by sqrt(d_model) if `scale`."""
+    """int [batch, length] -> [batch, length, d_model], multiplied by sqrt(d_model)."""
     cfg = self.config
     vectors = jnp.take(jnp.asarray(self.embedding, cfg.compute_dtype), tokens, axis=0)
-    if not self.scale:
-      return vectors
     return vectors * jnp.asarray(math.sqrt(cfg.d_model), cfg.compute_dtype)
 
   def attend(self, x: jnp.ndarray) -> jnp.ndarray:
