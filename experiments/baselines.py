@@ -18,9 +18,12 @@ Runtime on 2 CPU cores: corpus and tokenizer ~1 min once; training ~1.5 (lstm), 
 Expected result (eval perplexity on the 10 validation batches after 200 steps, measured):
 transformer ~101, gated_cnn ~119, lstm ~172; the Kneser-Ney trigram on the same tokens ~91
 (it sees the whole 4.2M-token train split, the networks 0.8M tokens). See README.md, "Baseline language models".
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture):
+  --config=experiments/baselines.py:lstm,tiny
 """
 
-from transformer.training.presets import embedded_corpus_run
+from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 MODELS = {
     "lstm": dict(architecture="lstm", num_decoder_layers=2),
@@ -31,10 +34,8 @@ MODELS = {
 
 
 def get_config(arg: str | None = None):
-  """The causal-LM pretraining config for model `arg` in MODELS (default 'lstm')."""
-  arg = arg or "lstm"
-  if arg not in MODELS:
-    raise ValueError(f"experiments/baselines.py: the argument must be one of {tuple(MODELS)}, got {arg!r}")
+  """The causal-LM pretraining config for model `arg` in MODELS (default 'lstm'); ',tiny' shrinks it."""
+  arg, tiny = parse_arg(arg, "baselines", tuple(MODELS), default="lstm")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=200)
   c.model.update(num_encoder_layers=0, **MODELS[arg])
-  return c
+  return shrink(c) if tiny else c

@@ -17,14 +17,18 @@ slice (about a day on a TPU v3-8).
 Expected result: span-corruption validation loss falling below ~2.0 nats per target token
 within the run, in line with T5-small pretraining curves (not measured in this repository).
 Fine-tune the result with `--config.init_from=runs/c4` in a finetune experiment.
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture):
+  --config=experiments/c4.py:tiny   (catalog data: tests run it under tfds.testing.mock_data)
 """
 
 from transformer.training.config import default_config
+from transformer.training.presets import parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The C4 span-corruption run config (`arg` unused)."""
-  del arg
+  """The C4 span-corruption run config; `arg` 'tiny' gives the seconds-long variant (mock data in tests)."""
+  _, tiny = parse_arg(arg, "c4")
   c = default_config()
   c.stage = "pretrain"
   c.data.update(source="tfds", name="c4/en", task="span_corruption", seq_len=512, vocab_size=32_000,
@@ -40,4 +44,4 @@ def get_config(arg: str | None = None):
   c.eval_steps = 50
   c.checkpoint_every_steps = 5000
   c.max_decode_length = 64
-  return c
+  return shrink(c) if tiny else c

@@ -25,29 +25,27 @@ for base and compiles the step: ~10 TFLOP and ~40 GB of temporaries per step at 
 of CPU. The paper: 12 hours (base) / 3.5 days (big) on 8 P100 GPUs.
 Expected result (paper, newstest2014 with checkpoint averaging and beam 4): BLEU 27.3
 (base) and 28.4 (big). Not measured in this repository.
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture):
+  --config=experiments/wmt14_ende.py:base,tiny   (catalog data: tests run it under tfds.testing.mock_data)
 """
 
-import dataclasses
-
 from transformer.models.config import named_size
-from transformer.training.config import default_config
+from transformer.training.config import default_config, model_section
+from transformer.training.presets import parse_arg, shrink
 
 STEPS = {"base": 100_000, "big": 300_000}
 CHECKPOINTS_AVERAGED = {"base": 5, "big": 20}
 
 
-def get_config(arg: str = "base"):
-  """The WMT14 en-de run config for model size `arg` ('base' or 'big')."""
-  if arg not in STEPS:
-    raise ValueError(f"experiments/wmt14_ende.py takes ':base' or ':big', got {arg!r}")
+def get_config(arg: str | None = None):
+  """The WMT14 en-de run config for model size 'base' (default) or 'big'; ',tiny' shrinks it."""
+  arg, tiny = parse_arg(arg, "wmt14_ende", tuple(STEPS), default="base")
   c = default_config()
   c.stage = "finetune"  # supervised seq2seq: loss on the target tokens
   c.data.update(source="tfds", name="wmt14_translate/de-en", task="seq2seq", seq_len=256, targets_len=256,
                 vocab_size=37_000, spm_model_type="bpe", num_sentinels=0, spm_character_coverage=1.0)
-  model = dataclasses.asdict(named_size(arg))
-  for switch in ("vocab_size", "deterministic", "decode"):
-    model.pop(switch)
-  c.model.update(**model)
+  c.model.update(**model_section(named_size(arg)))
   c.global_batch_size = 96
   c.num_train_steps = STEPS[arg]
   c.label_smoothing = 0.1
@@ -60,4 +58,4 @@ def get_config(arg: str = "base"):
   c.keep_checkpoints = CHECKPOINTS_AVERAGED[arg]
   c.best_metric = "loss"
   c.max_decode_length = 256
-  return c
+  return shrink(c) if tiny else c

@@ -29,7 +29,7 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     (["--config=experiments/quickstart.py", "--config.num_train_steps=ten"], "--config.num_train_steps=ten"),
     (["--config=experiments/quickstart.py", "--config.stage=distill"], "config.stage must be one of"),
     (["--config=experiments/quickstart.py", "--config.model.num_heads=3"], "config.model.d_model (128) must be divisible"),
-    (["--config=experiments/wmt14_ende.py:huge"], "takes ':base' or ':big', got 'huge'"),
+    (["--config=experiments/wmt14_ende.py:huge"], "takes one of ('base', 'big'), optionally with ',tiny', got 'huge'"),
 ])
 def test_config_errors_are_one_line(args, message, tmp_path):
   workdir = tmp_path / "run"

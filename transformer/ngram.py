@@ -20,10 +20,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from transformer.data import config as data_config
 from transformer.data import pipeline
 from transformer.models.ngram import NGramModel
 
-_DATA = config_flags.DEFINE_config_dict("data", pipeline.default_data_config(),
+_DATA = config_flags.DEFINE_config_dict("data", data_config.default_data_config(),
                                         "Data config; override fields with --data.x=y.")
 _ORDER = flags.DEFINE_integer("order", 3, "n of the n-gram model.")
 _DISCOUNT = flags.DEFINE_float("discount", None, "Kneser-Ney discount for every order; default: Ney's estimate.")

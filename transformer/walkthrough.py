@@ -27,8 +27,8 @@ from transformer.models.attention import MultiHeadAttention, make_attention_mask
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import TokenEmbedding, sinusoidal_positions
 from transformer.models.layers import FeedForward
-from transformer.models.transformer import (EncoderDecoder, positions_or_default,
-                                            segmentation_or_default)
+from transformer.models.sequences import positions_or_default, segmentation_or_default
+from transformer.models.transformer import EncoderDecoder
 from transformer.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SPECIAL_TOKENS = {PAD_ID: "<pad>", EOS_ID: "<end>", BOS_ID: "<start>", UNK_ID: "<unk>"}

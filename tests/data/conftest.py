@@ -2,13 +2,14 @@
 
 import pytest
 
+from transformer.data import config as data_config
 from transformer.data import pipeline
 
 PACKAGES = ("json", "email", "http", "urllib")  # 45 modules; every split non-empty.
 
 
 def _small_config(data_dir: str, **overrides):
-  cfg = pipeline.default_data_config()
+  cfg = data_config.default_data_config()
   cfg.data_dir = data_dir
   cfg.stdlib_packages = PACKAGES
   cfg.vocab_size = 600

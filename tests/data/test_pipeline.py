@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from transformer import special_ids
+from transformer.data import config as data_config
 from transformer.data import pipeline
 from transformer.data.tokenizer import sentinel_id
 
@@ -34,7 +35,7 @@ def _dataset(cfg, tokenizer, split="train", *, train=True, batch=4, seed=0, proc
 ])
 def test_invalid_config_names_the_field(small_config, overrides, field):
   with pytest.raises(ValueError, match=field):
-    pipeline.validate_data_config(small_config(**overrides))
+    data_config.validate_data_config(small_config(**overrides))
 
 
 def test_global_batch_must_divide(small_config, tokenizer):
@@ -65,7 +66,7 @@ def test_batch_shapes_per_task(small_config, tokenizer, task, train):
   cfg = small_config(task=task, name=f"stdlib_corpus/{NAMES[task]}", seq_len=96, targets_len=24)
   batch = next(_dataset(cfg, tokenizer, "validation", train=train, batch=4))
   assert set(batch) == EXPECTED_KEYS[task]
-  lengths = pipeline.task_lengths(cfg)
+  lengths = data_config.task_lengths(cfg)
   for key, value in batch.items():
     base = key.replace("_segmentation", "").replace("_position", "")
     assert value.shape == (4, lengths[base]), key
@@ -247,7 +248,7 @@ def test_catalog_datasets_under_mock_data(small_config, tokenizer, name, task, t
     it = _dataset(cfg, tokenizer, "train" if train else "validation", train=train, batch=4)
     batch = next(it)
   assert set(batch) == EXPECTED_KEYS[task]
-  lengths = pipeline.task_lengths(cfg)
+  lengths = data_config.task_lengths(cfg)
   for key, value in batch.items():
     base = key.replace("_segmentation", "").replace("_position", "")
     assert value.shape == (4, lengths[base]), key

@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from transformer.data.tasks import TASKS
 from transformer.decoding import generate
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 from transformer.special_ids import BOS_ID, PAD_ID
 from transformer.training import flops, stages
 
@@ -171,5 +172,5 @@ def test_stages_train_baselines_on_causal_lm_tasks_only(architecture):
 def test_flops_per_architecture():
   d, v, b, t, layers = 8, 13, 2, 16, 2
   shapes = {"targets": (b, t)}
-  assert flops.train_flops_per_step(tiny("lstm"), shapes) == 6 * b * t * (layers * 8 * d * d + v * d)
-  assert flops.train_flops_per_step(tiny("gated_cnn"), shapes) == 6 * b * t * (layers * 2 * 3 * d * d + v * d)
+  assert flops.train_flops_per_step(tiny("lstm"), TASKS["lm"], shapes) == 6 * b * t * (layers * 8 * d * d + v * d)
+  assert flops.train_flops_per_step(tiny("gated_cnn"), TASKS["lm"], shapes) == 6 * b * t * (layers * 2 * 3 * d * d + v * d)

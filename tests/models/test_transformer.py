@@ -11,7 +11,8 @@ import pytest
 
 import numpy_reference as ref
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model, shift_right
+from transformer.models.registry import build_model
+from transformer.models.sequences import shift_right
 from transformer.training.losses import token_cross_entropy
 
 TINY = ModelConfig(vocab_size=23, d_model=16, num_heads=4, d_ff=32, num_encoder_layers=2,

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from transformer.training import checkpoints, metrics
+from transformer.training import checkpoints, writer
 from transformer.training.config import ConfigError
 from transformer.training.loop import dry_run, run
 
@@ -16,7 +16,7 @@ def run_logged(config, workdir):
 
 
 def train_losses(workdir):
-  return {r["step"]: r["loss"] for r in metrics.read_jsonl(workdir) if r["split"] == "train"}
+  return {r["step"]: r["loss"] for r in writer.read_jsonl(workdir) if r["split"] == "train"}
 
 
 def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_for):

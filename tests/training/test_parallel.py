@@ -18,9 +18,10 @@ import portpicker
 import pytest
 
 from tests.training import parallel_driver
-from tests.training.conftest import cached_tokenizer, make_tiny_config
+from tests.training.conftest import cached_tokenizer, tiny_experiment
 from transformer.data import pipeline
-from transformer.training import metrics, parallel
+from transformer.training import parallel, writer
+from transformer.training.assembly import assemble
 from transformer.training.checkpoints import tokenizer_path
 from transformer.training.config import ConfigError, default_config, validate
 
@@ -38,6 +39,7 @@ def tiny_run_config(tiny_config) -> ml_collections.ConfigDict:
   config = tiny_config("lm")
   config.global_batch_size = 16
   config.grad_accum_steps = 2
+  config.model.dropout_rate = 0.1
   return config
 
 
@@ -100,7 +102,7 @@ def test_run_rejects_a_mesh_that_does_not_cover_the_devices_before_compiling(tin
 def eight_devices(tmp_path_factory, data_dir, tokenizer_dir):
   """parallel_driver's report: losses per layout, checkpoint round trips (one subprocess)."""
   tmp = tmp_path_factory.mktemp("eight_devices")
-  config = tiny_run_config(lambda task: make_tiny_config(data_dir, task))
+  config = tiny_run_config(lambda task: tiny_experiment(data_dir, task))
   tokenizer = cached_tokenizer(config, tokenizer_dir)  # prepares the corpus slice here, not in the child
   run_path, out_path = tmp / "run.json", tmp / "out.json"
   run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer, "workdir": str(tmp)}))
@@ -147,6 +149,8 @@ def two_process_config(tiny_config) -> ml_collections.ConfigDict:
   config.parallelism.update(data=1, fsdp=4)
   config.num_train_steps = 5
   config.checkpoint_every_steps = config.eval_every_steps = 5
+  # A schedule that does not depend on num_train_steps: the rerun extends the run to 7 steps.
+  config.optimizer.update(schedule="paper", learning_rate=1.0)
   return config
 
 
@@ -189,16 +193,17 @@ def test_two_processes_match_one_process_and_resume(tiny_config, workdir_for, tm
   assert "sample 1" in outputs[0]  # params gathered from both processes for decoding
   # Params are split over both processes: each wrote its own shards of the checkpoint.
   assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(os.path.join(workdir, "checkpoints", "5", "params")))
-  logged = {r["step"]: r["loss"] for r in metrics.read_jsonl(workdir) if r["split"] == "train"}
+  logged = {r["step"]: r["loss"] for r in writer.read_jsonl(workdir) if r["split"] == "train"}
   assert sorted(logged) == list(range(1, 8))
 
   # One process, one device, the same global batches: process 0's rows, then process 1's.
   tokenizer = pipeline.load_tokenizer_for(config.data, tokenizer_path(workdir))
   reference = ml_collections.ConfigDict(config.to_dict())
   reference.parallelism.update(data=-1, fsdp=1)
-  trainer = parallel_driver.Trainer(reference, jax.devices()[:1])
-  state, rng = trainer.init()
-  expected, _ = trainer.train(state, rng, parallel_driver.global_batches(config, tokenizer, 7, process_count=2))
+  parts = assemble(reference, jax.devices()[:1])
+  state, rng = parts.init()
+  expected, _ = parallel_driver.train(parts, state, rng,
+                                      parallel_driver.global_batches(config, tokenizer, 7, process_count=2))
   difference = parallel_driver.max_difference([logged[s] for s in range(1, 8)], expected)
   print(f"two processes vs one device, steps 1-7: max loss difference {difference:.2e}")
   assert difference < TOLERANCE, (logged, expected)

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 from transformer.training.stages import get_stage
 from transformer.training.state import create_train_state, init_params
 from transformer.training.step import accumulate_gradients, make_eval_step, make_train_step
@@ -25,8 +25,8 @@ def random_batch(seed=0, size=8, length=12):
 
 def setup(label_smoothing=0.1):
   model = build_model(CFG)
-  loss_fn = get_stage("pretrain").make_loss(model, CFG, label_smoothing)
-  params = init_params(model, CFG, jax.random.PRNGKey(0))
+  loss_fn = get_stage("pretrain").make_loss(model, label_smoothing)
+  params = init_params(model, jax.random.PRNGKey(0))
   return loss_fn, params
 
 

@@ -31,6 +31,7 @@ import sentencepiece as spm
 from transformer import special_ids
 
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
+TOKENIZER_FILE = "spm.model"  # the file name of a run's SentencePiece model, in its workdir
 
 
 def sentinel_id(k: int) -> int:

@@ -109,8 +109,8 @@ class MultiHeadAttention(nn.Module):
 
     def projection(name: str, axes: tuple[str, ...]) -> nn.DenseGeneral:
       return nn.DenseGeneral(
-          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.compute_dtype,
-          param_dtype=cfg.params_dtype, name=name,
+          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.jnp_dtype,
+          param_dtype=cfg.jnp_param_dtype, name=name,
           kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
           bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
@@ -142,8 +142,8 @@ class MultiHeadAttention(nn.Module):
     self.sow("intermediates", "weighted_values", heads)  # [batch, q_len, heads, d_v]
 
     return nn.DenseGeneral(
-        features=cfg.d_model, axis=(-2, -1), dtype=cfg.compute_dtype,
-        param_dtype=cfg.params_dtype, name="out",
+        features=cfg.d_model, axis=(-2, -1), dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_param_dtype, name="out",
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
                                                  ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(heads)

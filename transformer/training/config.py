@@ -12,15 +12,17 @@ from typing import Any
 
 import ml_collections
 
-from transformer.data import pipeline
+from transformer.data import config as data_config
 from transformer.models.config import ModelConfig
+from transformer.models.registry import architecture
 from transformer.training import stages
 
-STAGES = ("pretrain", "finetune", "reward")
 OPTIMIZERS = ("adam", "adamw")
 PARALLELISM_MODES = ("jit", "pmap")
 SCHEDULES = ("paper", "cosine", "constant")
-_RUN_SWITCHES = ("vocab_size", "deterministic", "decode")
+# ModelConfig fields that are not in the config's model section: the vocabulary size is the data
+# section's, and the train / eval / decode switches are set by whoever builds the model.
+RUN_SWITCHES = ("vocab_size", "deterministic", "decode")
 
 
 class ConfigError(ValueError):
@@ -32,11 +34,10 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = "pretrain"             # 'pretrain' | 'finetune' | 'reward': which loss and metrics.
   c.seed = 0                       # Seeds parameter init, dropout and data order.
-  c.data = pipeline.default_data_config()  # The data section (see transformer.data.pipeline).
+  c.data = data_config.default_data_config()  # The data section (see transformer/data/config.py).
   c.eval_split = "validation"      # Split used for evaluation.
 
-  c.model = ml_collections.ConfigDict({
-      f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name not in _RUN_SWITCHES})
+  c.model = ml_collections.ConfigDict(model_section(ModelConfig()))
   c.model.update(architecture="decoder_only", d_model=64, num_heads=4, d_ff=256, num_encoder_layers=0,
                  num_decoder_layers=2,
                  max_len=256)      # ModelConfig fields (transformer/models/config.py).
@@ -87,7 +88,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choices, ranges and cross-field constraints. Runs in milliseconds and builds nothing.
   """
   _check_fields(config, default_config(), "config")
-  _check_choice("config.stage", config.stage, STAGES)
+  _check_choice("config.stage", config.stage, tuple(stages.STAGES))
   _check_choice("config.optimizer.name", config.optimizer.name, OPTIMIZERS)
   _check_choice("config.optimizer.schedule", config.optimizer.schedule, SCHEDULES)
   _check_choice("config.best_mode", config.best_mode, ("min", "max"))
@@ -124,7 +125,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.grad_clip_norm < 0:
     raise ConfigError(f"config.optimizer.grad_clip_norm must be >= 0, got {config.optimizer.grad_clip_norm!r}")
   try:
-    pipeline.validate_data_config(config.data)
+    data_config.validate_data_config(config.data)
   except ValueError as e:
     raise ConfigError(f"config.{e}") from None
   problem = stages.get_stage(config.stage).check(config.data.task, model_config(config).architecture)
@@ -132,10 +133,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(problem)
 
 
+def model_section(cfg: ModelConfig) -> dict[str, Any]:
+  """The fields of a ModelConfig that make up a run config's model section (no RUN_SWITCHES)."""
+  return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in RUN_SWITCHES}
+
+
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   """The ModelConfig of a run config (training variant); ConfigError names a bad model field."""
   try:
-    return ModelConfig(vocab_size=config.data.vocab_size, **config.model.to_dict())
+    cfg = ModelConfig(vocab_size=config.data.vocab_size, **config.model.to_dict())
+    architecture(cfg.architecture)  # a known architecture
+    return cfg
   except ValueError as e:
     raise ConfigError(str(e).replace("ModelConfig.", "config.model.")
                       .replace("config.model.vocab_size", "config.data.vocab_size")) from None

@@ -225,7 +225,7 @@ def _pmapped_train_step(layout: Layout, train_step: Callable) -> Callable:
                   devices=list(layout.batch_sharding.mesh.devices.flat))
 
 
-def compile_train_step(layout: Layout, train_step: Callable) -> Callable:
+def jit_train_step(layout: Layout, train_step: Callable) -> Callable:
   """The layout's step(state, batch, rng) -> (state, sums); state, rng and sums as global arrays.
 
   `train_step` must be built with `axis_name=layout.axis_name`. The old state is donated.
@@ -241,7 +241,7 @@ def compile_train_step(layout: Layout, train_step: Callable) -> Callable:
   return step
 
 
-def compile_eval_step(layout: Layout, eval_step: Callable) -> Callable:
+def jit_eval_step(layout: Layout, eval_step: Callable) -> Callable:
   """The layout's eval(params, batch) -> sums (global arrays); `eval_step` built with layout.axis_name."""
   if layout.mode == "jit":
     return jax.jit(eval_step, in_shardings=(layout.state_sharding.params, layout.batch_sharding),
@@ -255,7 +255,7 @@ def lower_train_step(layout: Layout, train_step: Callable, state: TrainState,
   """The layout's train step lowered for abstract (state, global batch [B, ...]) shapes (dry run)."""
   rng = jax.ShapeDtypeStruct((2,), np.uint32)
   if layout.mode == "jit":
-    return compile_train_step(layout, train_step).lower(state, batch, rng)
+    return jit_train_step(layout, train_step).lower(state, batch, rng)
   count = layout.batch_sharding.mesh.size
   stack = lambda x, shape: jax.ShapeDtypeStruct((count, *shape), x.dtype)  # noqa: E731
   return _pmapped_train_step(layout, train_step).lower(

@@ -15,8 +15,6 @@ import importlib
 from collections.abc import Sequence
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 
 @dataclasses.dataclass(frozen=True)
 class CatalogEntry:
@@ -37,6 +35,8 @@ CATALOG = {
 
 def catalog_source(name: str, split: str, data_dir: str | None) -> Sequence[Any]:
   """The array_record data source of split `split` of catalog dataset `name` (already prepared)."""
+  import tensorflow_datasets as tfds  # here, not at the top: the table above is read by config checks
+
   if name not in CATALOG:
     raise ValueError(f"name: unknown TFDS dataset {name!r}, expected one of {sorted(CATALOG)}")
   importlib.import_module(CATALOG[name].module)  # Registration is lazy.
