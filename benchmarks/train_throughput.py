@@ -16,17 +16,14 @@ import json
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 
 from transformer.models.config import ModelConfig, named_size
-from transformer.models.registry import build_model
 from transformer.training import flops
-from transformer.training.config import default_config
-from transformer.training.optim import make_optimizer
-from transformer.training.stages import get_stage
-from transformer.training.state import create_train_state, init_params
-from transformer.training.step import make_train_step
+from transformer.training.assembly import assemble
+from transformer.training.config import default_config, model_section
 
 _SIZES = flags.DEFINE_list("sizes", ["quickstart", "small"], "Model sizes: quickstart, small, base.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per step.")

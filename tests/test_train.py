@@ -38,8 +38,10 @@ def test_config_errors_are_one_line(args, message, tmp_path):
 
 
 def test_incompatible_workdir_is_one_line(tmp_path):
-  from ml_collections import config_flags  # noqa: F401  (loads experiment files like the CLI)
   import importlib.util
+
+  from ml_collections import config_flags  # noqa: F401  (loads experiment files like the CLI)
+
   from transformer.training.checkpoints import write_config
   spec = importlib.util.spec_from_file_location("quickstart", os.path.join(ROOT, "experiments", "quickstart.py"))
   module = importlib.util.module_from_spec(spec)

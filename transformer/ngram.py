@@ -14,7 +14,7 @@ tokens (each chunk predicted from BOS) behind its eval perplexity.
 
 import json
 import time
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from absl import app, flags

@@ -38,7 +38,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _WORKDIR.value is None and not _DRY_RUN.value:
       raise flags.Error("--workdir is required (e.g. --workdir=runs/quickstart)")
     return remaining
-  except (flags.Error, IOError, KeyError, AttributeError, TypeError, ValueError) as e:
+  except (OSError, flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
     fail(one_line(e, argv))
 
 

@@ -1,8 +1,8 @@
 """Parameter counts of the paper's sizes (derived from the formula) and config validation."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import pytest
 
 from transformer.models.config import ModelConfig, named_size

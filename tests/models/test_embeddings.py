@@ -5,8 +5,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from numpy_reference import sinusoid
+
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import TokenEmbedding, apply_rope, sinusoidal_positions
 

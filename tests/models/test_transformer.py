@@ -6,10 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import optax
 import pytest
 
-import numpy_reference as ref
 from transformer.models.config import ModelConfig
 from transformer.models.registry import build_model
 from transformer.models.sequences import shift_right
@@ -39,8 +39,10 @@ def test_shift_right_restarts_each_segment():
 
 
 def test_encoder_decoder_matches_numpy():
-  inputs = np.array(tokens((2, 7), 1)); inputs[0, 5:] = 0
-  targets = np.array(tokens((2, 6), 2)); targets[1, 4:] = 0
+  inputs = np.array(tokens((2, 7), 1))
+  inputs[0, 5:] = 0
+  targets = np.array(tokens((2, 6), 2))
+  targets[1, 4:] = 0
   params = init(TINY, inputs, targets)
   logits = np.asarray(forward(TINY, params, inputs, targets))
   for b in range(2):
@@ -70,8 +72,10 @@ def test_causality_gradient_is_exactly_zero(architecture):
 
 
 def test_padding_changes_no_real_output():
-  inputs = np.array(tokens((2, 8), 5)); inputs[:, 6:] = 0
-  targets = np.array(tokens((2, 7), 6)); targets[:, 5:] = 0
+  inputs = np.array(tokens((2, 8), 5))
+  inputs[:, 6:] = 0
+  targets = np.array(tokens((2, 7), 6))
+  targets[:, 5:] = 0
   params = init(TINY, inputs, targets)
   segs = dict(inputs_segmentation=jnp.asarray(inputs != 0, jnp.int32),
               targets_segmentation=jnp.asarray(targets != 0, jnp.int32))

@@ -16,7 +16,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import ml_collections

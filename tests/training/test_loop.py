@@ -1,6 +1,5 @@
 import os
 
-import jax
 import numpy as np
 import pytest
 

@@ -207,3 +207,34 @@ def test_two_processes_match_one_process_and_resume(tiny_config, workdir_for, tm
   difference = parallel_driver.max_difference([logged[s] for s in range(1, 8)], expected)
   print(f"two processes vs one device, steps 1-7: max loss difference {difference:.2e}")
   assert difference < TOLERANCE, (logged, expected)
+
+
+# ------------------------------------------------------------------------------ MFU
+
+def logged_mfu(workdir: str) -> list[tuple[float, float]]:
+  """(mfu, steps_per_second) of every train record of a run."""
+  return [(r["mfu"], r["steps_per_second"]) for r in writer.read_jsonl(workdir) if r["split"] == "train"]
+
+
+def test_mfu_has_one_definition_on_one_and_on_eight_devices(tiny_config, workdir_for, tmp_path):
+  from transformer.training.loop import run
+  config = tiny_config("lm")
+  config.global_batch_size = 8
+  config.num_train_steps = config.log_every_steps = 3
+  step_flops = assemble(config).flops_per_step()  # of the global batch, whatever the devices
+  one = workdir_for(config, "one_device")
+  run(config, one, print_fn=lambda line: None)
+
+  config.parallelism.data = 8
+  eight = workdir_for(config, "eight_devices")
+  config_path = tmp_path / "config.json"
+  config_path.write_text(config.to_json())
+  result = subprocess.run(
+      [sys.executable, "-m", "transformer.train", f"--config=tests/training/json_experiment.py:{config_path}",
+       f"--workdir={eight}"], cwd=ROOT, env=subprocess_env(8), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "jit over mesh data 8" in result.stdout
+  for workdir, devices in ((one, 1), (eight, 8)):
+    (mfu, steps_per_second), = logged_mfu(workdir)
+    expected = step_flops * steps_per_second / (config.peak_flops_per_device * devices)
+    np.testing.assert_allclose(mfu, expected, rtol=1e-9)

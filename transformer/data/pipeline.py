@@ -31,12 +31,10 @@ Statistics (packing efficiency) of a config:
     python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.data_dir=/tmp/tfds --data.seq_len=256
 """
 
-from __future__ import annotations
 
 import functools
 import itertools
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,14 +42,20 @@ from typing import Any
 
 import grain
 import ml_collections
-from absl import flags
 import numpy as np
+from absl import flags, logging
 
 from transformer.data import tasks
 from transformer.data import tokenizer as tokenizer_lib
 from transformer.data.builders import catalog, local_files, stdlib_corpus
-from transformer.data.config import (default_data_config, field_error, source_kind, task_lengths,
-                                     validate_data_config)
+from transformer.data.config import (
+  default_data_config,
+  field_error,
+  source_kind,
+  task_lengths,
+  validate_data_config,
+)
+
 
 def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[str, Any]]:
   """The random-access records of `split` (stdlib corpus prepared on first use)."""

@@ -23,7 +23,6 @@ Adding a task: its transform and its `Task` entry here (and, for a new stage, th
 name in `stages`).
 """
 
-from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping

@@ -18,7 +18,6 @@ added, so `decode(encode(text)) == text` for any text (code indentation
 included); characters outside the vocabulary round-trip through byte fallback.
 """
 
-from __future__ import annotations
 
 import io
 import os

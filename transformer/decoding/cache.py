@@ -21,9 +21,9 @@ hand-made tables.
   position (the prefix recomputed every step, at the buffer's fixed shape).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from transformer.models.config import ModelConfig

@@ -8,7 +8,8 @@ jit-compiled function per (config, method, shapes, beam_size).
 """
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

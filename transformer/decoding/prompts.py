@@ -14,7 +14,8 @@ How awkward prompts are handled (the same for the generate command and the libra
 """
 
 import warnings
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -24,7 +24,8 @@ The n-gram baseline is count-based, not a Flax module: see `transformer/models/n
 """
 
 import functools
-from typing import ClassVar, Mapping
+from collections.abc import Mapping
+from typing import ClassVar
 
 import flax.linen as nn
 import jax

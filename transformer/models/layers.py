@@ -5,7 +5,7 @@ Each sublayer is wrapped as "add & norm" with residual dropout (§5.4):
   pre-LN:               x <- x + Dropout(Sublayer(LayerNorm(x)))
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -14,7 +14,8 @@ Adding an architecture: write its module (in `transformer/models/`) with these f
 and list it in ARCHITECTURES below.
 """
 
-from typing import Any, ClassVar, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -16,7 +16,8 @@ collection (keys/values per layer, see `attention.py`, and the step counter
 that gives the token's position); `transformer.decoding` drives it.
 """
 
-from typing import ClassVar, Mapping
+from collections.abc import Mapping
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -16,7 +16,8 @@ benchmarks all start from it. Resume order (the log says which happened), in
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,8 +33,12 @@ from transformer.training import checkpoints, flops, parallel
 from transformer.training.config import model_config, validate
 from transformer.training.optim import make_optimizer
 from transformer.training.stages import Batch, Stage, get_stage
-from transformer.training.state import (TrainState, boxed_state_shapes, create_train_state,
-                                        init_params)
+from transformer.training.state import (
+  TrainState,
+  boxed_state_shapes,
+  create_train_state,
+  init_params,
+)
 from transformer.training.step import Sums, make_eval_step, make_train_step
 
 PrintFn = Callable[[str], None]

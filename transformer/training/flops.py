@@ -12,7 +12,7 @@ the same definition on one device, on a mesh of many, and across processes.
 """
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp

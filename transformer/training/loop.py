@@ -7,7 +7,8 @@ model, optimizer, layout and steps; the resume order is `Assembly.restore_or_ini
 import itertools
 import os
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import jax
 import ml_collections

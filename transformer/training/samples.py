@@ -4,7 +4,8 @@
 decoding package's cached greedy search.
 """
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

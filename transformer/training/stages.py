@@ -22,7 +22,8 @@ Adding a stage: its loss and summary here and an entry in STAGES, and its name i
 """
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -7,7 +7,8 @@ stage's denominator, and applies one optimizer update. The result equals the gra
 the mean loss over the whole batch. Device placement is the caller's (`parallel.py`).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,7 @@ is appended to on resume, so it holds the whole history of a workdir.
 import json
 import math
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib
 

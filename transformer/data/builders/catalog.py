@@ -8,7 +8,6 @@ dataset once, where TensorFlow and the network are available, with
 `tfds.testing.mock_data` and never download.
 """
 
-from __future__ import annotations
 
 import dataclasses
 import importlib

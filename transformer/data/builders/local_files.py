@@ -21,12 +21,12 @@ Everything is held in memory: meant for small and medium local data; write a
 TFDS builder for a large corpus.
 """
 
-from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
+
+from absl import logging
 
 KIND_FIELDS = {
     "documents": ("text",),

@@ -25,13 +25,11 @@ Prepare all configs and print the example counts per config and split:
     python -m transformer.data.builders --data_dir=/tmp/tfds
 """
 
-from __future__ import annotations
 
 import ast
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import platform
 import re
@@ -42,6 +40,7 @@ import tokenize
 from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
 SPLITS = ("train", "validation", "test")
