@@ -19,7 +19,7 @@
 #
 # Example: launch/tpu_vm.sh --name=my-tpu --zone=us-central2-b --accelerator_type=v4-16 \
 #            --config=experiments/quickstart.py --workdir=/mnt/shared/runs/q \
-#            --config.global_batch_size=256
+#            --config.eval_steps=10   # eval_steps > 0 with more than one worker (see README)
 #
 # What is copied: the files git tracks, as they are in the working tree, plus untracked files
 # git does not ignore; they are unpacked into ~/transformer on every worker and installed into
