@@ -25,7 +25,8 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                 "ruff>=0.6"],
         "tpu": ["jax[tpu]>=0.10.2,<0.12"],      # TPU VMs and Colab TPU runtimes (libtpu)
         "cuda": ["jax[cuda]>=0.10.2,<0.12"],    # NVIDIA GPUs (CUDA 12 wheels)
     },
