@@ -19,6 +19,7 @@ STDLIB_CONFIGS = {
     "summarize": ("pairs", ("input", "target")),
     "preferences": ("preferences", ("prompt", "chosen", "rejected")),
 }
+MAX_STDLIB_RESPONSES = 8  # the stdlib preferences hold the chosen summary and 7 rejected ones
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -42,6 +43,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.num_sentinels = 100  # span-corruption sentinels <extra_id_k>, ids 4 .. 4 + num_sentinels - 1
   c.noise_density = tasks.NOISE_DENSITY  # span corruption: fraction of tokens masked
   c.mean_span_length = tasks.MEAN_SPAN_LENGTH  # span corruption: mean masked span length
+  c.num_responses = 2  # preference tasks: responses per prompt K (best first; stdlib: up to 8)
+  c.truncate_inputs = True  # cut over-long prompts/inputs to fit, keeping their start (False: skip)
   c.num_workers = 0  # grain worker processes per JAX process (0 = in the main process)
   return c
 
@@ -57,7 +60,10 @@ def source_kind(cfg: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
     prefix, _, config = cfg.name.partition("/")
     if prefix != "stdlib_corpus" or config not in STDLIB_CONFIGS:
       raise field_error("name", cfg.name, f"one of {[f'stdlib_corpus/{k}' for k in STDLIB_CONFIGS]}")
-    return STDLIB_CONFIGS[config]
+    kind, fields = STDLIB_CONFIGS[config]
+    if kind == "preferences":  # the extra rejected summaries, for K > 2
+      fields += tuple(f"rejected_{k}" for k in range(2, cfg.num_responses))
+    return kind, fields
   if cfg.source == "tfds":
     if cfg.name not in catalog.CATALOG:
       raise field_error("name", cfg.name, f"one of {sorted(catalog.CATALOG)}")
@@ -78,6 +84,11 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
   if kind != task.kind:
     raise field_error("task", cfg.task, f"a task for {kind} (source {cfg.source!r}, name {cfg.name!r}): "
                       f"{[t.name for t in tasks.TASKS.values() if t.kind == kind]}")
+  if task.kind == "preferences":
+    most = MAX_STDLIB_RESPONSES if cfg.source == "stdlib" else 2
+    if not 2 <= cfg.num_responses <= most:
+      raise field_error("num_responses", cfg.num_responses,
+                        f"2 to {most} responses per prompt for source {cfg.source!r}")
   for field in ("seq_len", "vocab_size"):
     if cfg[field] <= 0:
       raise field_error(field, cfg[field], "a positive integer")

@@ -7,14 +7,19 @@ brings them to fixed lengths.
 
 - lm:              document -> chunks of `targets` (EOS after the document, no BOS:
                    the model shifts right itself).
-- seq2seq:         (inputs, targets) -> both with EOS.
+- seq2seq:         (inputs, targets) -> both with EOS; over-long inputs keep their start
+                   (`data.truncate_inputs`, default on; off: skipped).
 - prefix_lm:       (prompt, target) -> one `targets` sequence prompt + target + EOS,
-                   `targets_weights` 1.0 on target and EOS, 0.0 on the prompt.
+                   `targets_weights` 1.0 on target and EOS, 0.0 on the prompt; an over-long
+                   prompt keeps its start (`data.truncate_inputs`), the target is never cut.
 - span_corruption: T5 §3.1.4: noise density 0.15, mean span length 3, spans
                    replaced by sentinels <extra_id_0>, <extra_id_1>, ... in order;
                    targets = each sentinel followed by the span it replaced.
-- preference:      (prompt, chosen, rejected) -> prompt + response + EOS for each,
-                   weights 1.0 on the response and EOS.
+- preference:      (prompt, K responses, best first) -> `response_k` = prompt + response
+                   + EOS, `response_k_weights` 1.0 on the response and EOS (decoder-only);
+                   the prompt is cut to fit the longest response, responses never are.
+- preference_seq2seq: the same for an encoder-decoder: `inputs` = prompt + EOS,
+                   `response_k` = response + EOS.
 
 `TASKS` (at the end) is the one table of what the rest of the code knows about each task:
 the record kind it reads, its features and their lengths, whether it packs, whether its
@@ -54,26 +59,74 @@ def split_chunks(tokens: np.ndarray, length: int) -> list[np.ndarray]:
   return [tokens[i : i + length] for i in range(0, len(tokens), length)]
 
 
-def seq2seq(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-  """(inputs [n], targets [m]) -> {'inputs': [n+1], 'targets': [m+1]}, EOS appended to both."""
+def seq2seq(inputs: np.ndarray, targets: np.ndarray,
+            max_inputs: int | None = None) -> dict[str, np.ndarray]:
+  """(inputs [n], targets [m]) -> {'inputs': [n+1], 'targets': [m+1]}, EOS appended to both.
+
+  max_inputs: if given, inputs longer than that (with EOS) keep their first max_inputs - 1
+  tokens (the start of the code: signature and first lines); targets are never cut.
+  """
+  if max_inputs is not None and len(inputs) + 1 > max_inputs:
+    inputs = inputs[:max(max_inputs - 1, 0)]
   return {"inputs": _ids(inputs, _EOS), "targets": _ids(targets, _EOS)}
 
 
-def prefix_lm(prompt: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on the prompt)."""
+def prefix_lm(prompt: np.ndarray, target: np.ndarray,
+              max_len: int | None = None) -> dict[str, np.ndarray]:
+  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on the prompt).
+
+  max_len: if given and the sequence is longer, the prompt keeps its first tokens so that it
+  fits, when at least one prompt token can stay; the target is never cut (else the example
+  stays over-long, and the pipeline skips and counts it).
+  """
+  room = None if max_len is None else max_len - len(target) - 1
+  if room is not None and len(prompt) > room >= 1:
+    prompt = prompt[:room]
   return {
       "targets": _ids(prompt, target, _EOS),
       "targets_weights": np.concatenate([np.zeros(len(prompt), np.float32), np.ones(len(target) + 1, np.float32)]),
   }
 
 
-def preference(prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
-  """-> {'chosen', 'rejected'}: prompt + response + EOS, and `*_weights` 1.0 on response and EOS."""
+def preference(prompt: np.ndarray, *responses: np.ndarray,
+               max_len: int | None = None) -> dict[str, np.ndarray]:
+  """(prompt, response_0 (best), response_1, ...) -> one sequence per response, for a causal LM.
+
+  Returns {'response_k': prompt + response_k + EOS, 'response_k_weights': 1.0 on the response
+  and its EOS} for each k; an empty response k >= 1 (fewer candidates than K) gives an empty
+  sequence (all padding, no weights: it takes part in no pair). With `max_len`, a prompt too
+  long for the longest response keeps its first tokens (`prefix_lm`); responses are never
+  cut, so two different responses stay different.
+  """
+  room = None if max_len is None else max_len - max(len(r) for r in responses) - 1
+  if room is not None and len(prompt) > room >= 1:
+    prompt = prompt[:room]
   out = {}
-  for key, response in (("chosen", chosen), ("rejected", rejected)):
-    pair = prefix_lm(prompt, response)
-    out[key], out[f"{key}_weights"] = pair["targets"], pair["targets_weights"]
+  for k, response in enumerate(responses):
+    name = f"response_{k}"
+    if len(response) or k == 0:  # an empty best response is a response (EOS only)
+      pair = prefix_lm(prompt, response)
+      out[name], out[f"{name}_weights"] = pair["targets"], pair["targets_weights"]
+    else:
+      out[name], out[f"{name}_weights"] = np.zeros(0, np.int32), np.zeros(0, np.float32)
   return out
+
+
+def preference_seq2seq(prompt: np.ndarray, *responses: np.ndarray,
+                       max_inputs: int | None = None) -> dict[str, np.ndarray]:
+  """(prompt, response_0 (best), ...) -> {'inputs': prompt + EOS, 'response_k': response + EOS,
+  'response_k_weights'}, for an encoder-decoder; `max_inputs` cuts the prompt as `seq2seq`."""
+  out = {"inputs": seq2seq(prompt, np.zeros(0, np.int32), max_inputs)["inputs"]}
+  for k, response in enumerate(responses):
+    name = f"response_{k}"
+    out[name] = _ids(response, _EOS) if len(response) or k == 0 else np.zeros(0, np.int32)
+    out[f"{name}_weights"] = np.ones(len(out[name]), np.float32)
+  return out
+
+
+def distinct_responses(responses: tuple[np.ndarray, ...]) -> bool:
+  """Whether no non-empty response equals the best one (response 0) token for token."""
+  return all(not len(r) or not np.array_equal(r, responses[0]) for r in responses[1:])
 
 
 def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
@@ -183,9 +236,9 @@ class Task:
   Attributes:
     name: the `data.task` value.
     kind: the record kind it reads: 'documents' {text}, 'pairs' {inputs, targets} or
-      'preferences' {prompt, chosen, rejected}.
+      'preferences' {prompt, chosen, rejected (, rejected_2, ...)}.
     encoder: True if its `inputs` go to an encoder (an architecture with `has_encoder`);
-      False if the model reads one sequence, `targets` (or `chosen` / `rejected`).
+      False if the model reads one sequence, `targets` (or each `response_k`).
     stages: the training stages that train on it (`training/stages.py`).
     packable: training rows pack several examples; then every id feature `k` comes with
       `k_segmentation` and `k_position`, in eval batches too.
@@ -193,7 +246,8 @@ class Task:
     lengths: data config -> the fixed length of every feature of a batch row.
     examples: (token arrays of one record's fields, rng, data config) -> its unpadded examples.
     model_calls: how a batch feeds the model: one mapping per forward pass, from the model's
-      sequence ('inputs', 'targets') to the batch feature read for it.
+      sequence ('inputs', 'targets') to the batch feature read for it ('response_*': one
+      pass per response feature of the batch).
   """
 
   name: str
@@ -220,7 +274,15 @@ def _prefix_lm_lengths(cfg: Any) -> dict[str, int]:
 
 
 def _preference_lengths(cfg: Any) -> dict[str, int]:
-  return {k: cfg.seq_len for k in ("chosen", "rejected", "chosen_weights", "rejected_weights")}
+  return {f"response_{k}{suffix}": cfg.seq_len for k in range(cfg.num_responses)
+          for suffix in ("", "_weights")}
+
+
+def _preference_seq2seq_lengths(cfg: Any) -> dict[str, int]:
+  lengths = {"inputs": cfg.seq_len}
+  lengths.update({f"response_{k}{suffix}": cfg.targets_len or cfg.seq_len
+                  for k in range(cfg.num_responses) for suffix in ("", "_weights")})
+  return lengths
 
 
 def _seq2seq_lengths(cfg: Any) -> dict[str, int]:
@@ -244,20 +306,39 @@ def _span_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
           for chunk in split_chunks(fields[0], raw) if len(chunk) >= 2]
 
 
-def _one_example(transform: Callable[..., dict[str, np.ndarray]]) -> Examples:
-  def examples(fields, rng, cfg):
-    del rng, cfg
-    return [transform(*fields)]
-  examples.__name__ = examples.__qualname__ = f"_{transform.__name__}_examples"
-  return examples
+def _seq2seq_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  del rng
+  return [seq2seq(*fields, max_inputs=cfg.seq_len if cfg.truncate_inputs else None)]
 
 
-_seq2seq_examples = _one_example(seq2seq)
-_prefix_lm_examples = _one_example(prefix_lm)
-_preference_examples = _one_example(preference)
+def _prefix_lm_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  del rng
+  return [prefix_lm(*fields, max_len=cfg.seq_len if cfg.truncate_inputs else None)]
+
+
+def _preference_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  """Records whose responses repeat the best one are dropped (no pair to learn from)."""
+  del rng
+  responses = tuple(fields[1:1 + cfg.num_responses])
+  if not distinct_responses(responses):
+    return []
+  return [preference(fields[0], *responses, max_len=cfg.seq_len if cfg.truncate_inputs else None)]
+
+
+def _preference_seq2seq_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  del rng
+  responses = tuple(fields[1:1 + cfg.num_responses])
+  if not distinct_responses(responses):
+    return []
+  return [preference_seq2seq(fields[0], *responses,
+                             max_inputs=cfg.seq_len if cfg.truncate_inputs else None)]
+
 
 _TARGETS = ({"targets": "targets"},)
 _INPUTS_TARGETS = ({"inputs": "inputs", "targets": "targets"},)
+# `response_*`: one forward pass per response feature of the batch (K of them).
+_RESPONSES = ({"targets": "response_*"},)
+_INPUTS_RESPONSES = ({"inputs": "inputs", "targets": "response_*"},)
 
 TASKS: Mapping[str, Task] = {task.name: task for task in (
     Task("lm", "documents", encoder=False, stages=("pretrain", "finetune"), packable=True,
@@ -270,7 +351,10 @@ TASKS: Mapping[str, Task] = {task.name: task for task in (
          lengths=_prefix_lm_lengths, examples=_prefix_lm_examples, model_calls=_TARGETS),
     Task("preference", "preferences", encoder=False, stages=("reward",), packable=False,
          random=False, lengths=_preference_lengths, examples=_preference_examples,
-         model_calls=({"targets": "chosen"}, {"targets": "rejected"})),
+         model_calls=_RESPONSES),
+    Task("preference_seq2seq", "preferences", encoder=True, stages=("reward",), packable=False,
+         random=False, lengths=_preference_seq2seq_lengths,
+         examples=_preference_seq2seq_examples, model_calls=_INPUTS_RESPONSES),
 )}
 
 

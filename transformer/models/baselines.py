@@ -169,13 +169,15 @@ class _BaselineLM(nn.Module):
 
   def decode(self, decoder_input_tokens: jnp.ndarray,
              targets_segmentation: jnp.ndarray | None = None,
-             targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+             targets_position: jnp.ndarray | None = None,
+             return_hidden: bool = False) -> jnp.ndarray:
     """Logits [batch, length, vocab] for already shifted decoder input tokens (BOS first).
 
     Args:
       decoder_input_tokens: int [batch, length].
       targets_segmentation: int [batch, length] (0 = padding); default: 1 on non-pad tokens.
       targets_position: ignored (accepted for the DecoderOnly signature).
+      return_hidden: return the last block's output [batch, length, d_model] instead.
     """
     del targets_position
     cfg = self.config
@@ -183,13 +185,20 @@ class _BaselineLM(nn.Module):
     x = self.embedding_dropout(self.embedding(decoder_input_tokens), deterministic=cfg.deterministic)
     for layer in self.layers:
       x = layer(x, segmentation)
+    if return_hidden:
+      return x.astype(jnp.float32)
     return self.embedding.attend(x).astype(jnp.float32)
 
   def __call__(self, targets: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
-               targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Next-token logits [batch, length, vocab]; position i sees targets[:i] of its segment."""
+               targets_position: jnp.ndarray | None = None,
+               return_hidden: bool = False) -> jnp.ndarray:
+    """Next-token logits [batch, length, vocab]; position i sees targets[:i] of its segment.
+
+    return_hidden: the last block's output [batch, length, d_model] instead.
+    """
     segmentation = segmentation_or_default(targets, targets_segmentation)
-    return self.decode(shift_right(targets, segmentation), segmentation, targets_position)
+    return self.decode(shift_right(targets, segmentation), segmentation, targets_position,
+                       return_hidden)
 
 
 class LSTMLanguageModel(_BaselineLM):

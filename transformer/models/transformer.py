@@ -71,8 +71,9 @@ class Decoder(_Stack):
   @nn.compact
   def __call__(self, decoder_input_tokens: jnp.ndarray, targets_segmentation: jnp.ndarray,
                targets_position: jnp.ndarray, encoded: jnp.ndarray | None = None,
-               inputs_segmentation: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Computes next-token logits.
+               inputs_segmentation: jnp.ndarray | None = None,
+               return_hidden: bool = False) -> jnp.ndarray:
+    """Computes next-token logits (or the final hidden states).
 
     Args:
       decoder_input_tokens: int [batch, target_len], the targets shifted right.
@@ -80,6 +81,8 @@ class Decoder(_Stack):
       targets_position: int [batch, target_len].
       encoded: [batch, input_len, d_model] encoder output; None for a decoder-only model.
       inputs_segmentation: int [batch, input_len], needed with `encoded`.
+      return_hidden: return the final hidden states [batch, target_len, d_model] instead
+        (before the output projection; a reward or value head reads them).
 
     Returns:
       float32 logits [batch, target_len, vocab].
@@ -95,6 +98,8 @@ class Decoder(_Stack):
     for i in range(cfg.num_decoder_layers):
       x = DecoderLayer(cfg, name=f"layer_{i}")(x, self_mask, targets_position, encoded, cross_mask)
     x = self.final_norm(x)
+    if return_hidden:
+      return x.astype(jnp.float32)
     if cfg.tie_output_embedding:
       logits = self.embedding.attend(x)
     else:
@@ -180,7 +185,8 @@ class EncoderDecoder(nn.Module):
 
   def decode(self, encoded: jnp.ndarray, inputs_segmentation: jnp.ndarray,
              decoder_input_tokens: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
-             targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+             targets_position: jnp.ndarray | None = None,
+             return_hidden: bool = False) -> jnp.ndarray:
     """Logits [batch, target_len, vocab] for already shifted decoder input tokens.
 
     With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
@@ -190,20 +196,24 @@ class EncoderDecoder(nn.Module):
         decoder_input_tokens,
         segmentation_or_default(decoder_input_tokens, targets_segmentation),
         positions_or_default(decoder_input_tokens, targets_position),
-        encoded, inputs_segmentation)
+        encoded, inputs_segmentation, return_hidden)
 
   def __call__(self, inputs: jnp.ndarray, targets: jnp.ndarray,
                inputs_segmentation: jnp.ndarray | None = None,
                targets_segmentation: jnp.ndarray | None = None,
                inputs_position: jnp.ndarray | None = None,
-               targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Teacher-forced logits [batch, target_len, vocab] for inputs [b, s] and targets [b, t]."""
+               targets_position: jnp.ndarray | None = None,
+               return_hidden: bool = False) -> jnp.ndarray:
+    """Teacher-forced logits [batch, target_len, vocab] for inputs [b, s] and targets [b, t].
+
+    return_hidden: the decoder's final hidden states [batch, target_len, d_model] instead.
+    """
     inputs_segmentation = segmentation_or_default(inputs, inputs_segmentation)
     targets_segmentation = segmentation_or_default(targets, targets_segmentation)
     encoded = self.encode(inputs, inputs_segmentation, inputs_position)
     return self.decode(encoded, inputs_segmentation,
                        shift_right(targets, targets_segmentation),
-                       targets_segmentation, targets_position)
+                       targets_segmentation, targets_position, return_hidden)
 
 
 class DecoderOnly(nn.Module):
@@ -232,20 +242,27 @@ class DecoderOnly(nn.Module):
 
   def decode(self, decoder_input_tokens: jnp.ndarray,
              targets_segmentation: jnp.ndarray | None = None,
-             targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
+             targets_position: jnp.ndarray | None = None,
+             return_hidden: bool = False) -> jnp.ndarray:
     """Logits [batch, length, vocab] for already shifted decoder input tokens (BOS first).
 
+    return_hidden: the final hidden states [batch, length, d_model] instead.
     With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
     reading and updating the 'cache' collection (pass it as mutable).
     """
     return self.decoder(decoder_input_tokens,
                         segmentation_or_default(decoder_input_tokens, targets_segmentation),
-                        positions_or_default(decoder_input_tokens, targets_position))
+                        positions_or_default(decoder_input_tokens, targets_position),
+                        return_hidden=return_hidden)
 
   def __call__(self, targets: jnp.ndarray, targets_segmentation: jnp.ndarray | None = None,
-               targets_position: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Next-token logits [batch, length, vocab]; position i sees targets[:i] (after BOS)."""
+               targets_position: jnp.ndarray | None = None,
+               return_hidden: bool = False) -> jnp.ndarray:
+    """Next-token logits [batch, length, vocab]; position i sees targets[:i] (after BOS).
+
+    return_hidden: the final hidden states [batch, length, d_model] instead.
+    """
     targets_segmentation = segmentation_or_default(targets, targets_segmentation)
     return self.decode(shift_right(targets, targets_segmentation), targets_segmentation,
-                       positions_or_default(targets, targets_position))
+                       positions_or_default(targets, targets_position), return_hidden)
 

@@ -28,7 +28,6 @@ import optax
 
 from transformer.data.tasks import Task, get_task
 from transformer.models.config import ModelConfig
-from transformer.models.registry import build_model
 from transformer.training import checkpoints, flops, parallel
 from transformer.training.config import model_config, validate
 from transformer.training.optim import make_optimizer
@@ -145,14 +144,16 @@ def assemble(config: ml_collections.ConfigDict,
   process); ConfigError (one line, naming the field) before anything is compiled."""
   validate(config)
   cfg, stage, task = model_config(config), get_stage(config.stage), get_task(config.data.task)
-  model, eval_model = build_model(cfg.train()), build_model(cfg.eval())
+  model, eval_model = stage.build_model(cfg.train(), config), stage.build_model(cfg.eval(), config)
   tx, schedule = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
   layout = parallel.make_layout(config, boxed_state_shapes(model, tx),
                                 None if devices is None else list(devices))
   pure_train_step = make_train_step(
-      stage.make_loss(model, config.label_smoothing), tx, stage.denominator,
+      stage.make_loss(model, config.label_smoothing, **stage.options(config)), tx,
+      stage.denominator,
       grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name)
-  eval_step = make_eval_step(stage.make_loss(eval_model, config.label_smoothing),
+  eval_step = make_eval_step(stage.make_loss(eval_model, config.label_smoothing,
+                                             **stage.options(config)),
                              axis_name=layout.axis_name)
   return Assembly(config, cfg, stage, task, model, eval_model, tx, schedule, layout,
                   pure_train_step, parallel.jit_train_step(layout, pure_train_step),

@@ -65,6 +65,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.parallelism.fsdp = 1           # jit: mesh axis 'fsdp' (splits the batch, and params + optimizer state on 'embed').
   c.parallelism.tensor = 1         # jit: mesh axis 'tensor' (splits params on 'heads', 'mlp', 'vocab'; batch replicated).
 
+  c.reward = ml_collections.ConfigDict()
+  c.reward.pairing = "best_vs_rest"  # K-way pairs: 'best_vs_rest' (0 vs each) | 'all' (a ranking).
+  c.reward.center_coef = 0.0       # Centering term coef * mean((r+ + r-)^2) (TRL: 1e-2); 0 = off.
+  c.reward.margin_field = ""       # Batch feature of per-pair margins (Llama 2); '' = no margin.
+  c.reward.dropout = False         # Keep the model's dropout in reward training (off by default).
+  c.reward.bias_batches = 0        # Train-split batches scored for the bias (chosen mean 0); 0 = all.
+
   c.init_from = ""                 # Workdir of an earlier stage to take params from (if no own checkpoint).
   c.log_every_steps = 10           # Progress line and train metrics every this many steps.
   c.eval_every_steps = 50          # Evaluate every this many steps (and at the last step).
@@ -124,6 +131,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f">= 0 otherwise, got {config.optimizer.warmup_steps!r}")
   if config.optimizer.grad_clip_norm < 0:
     raise ConfigError(f"config.optimizer.grad_clip_norm must be >= 0, got {config.optimizer.grad_clip_norm!r}")
+  _check_choice("config.reward.pairing", config.reward.pairing, stages.PAIRINGS)
+  if config.reward.center_coef < 0:
+    raise ConfigError(f"config.reward.center_coef must be >= 0, got {config.reward.center_coef!r}")
+  if config.reward.bias_batches < 0:
+    raise ConfigError(f"config.reward.bias_batches must be >= 0, got {config.reward.bias_batches!r}")
   try:
     data_config.validate_data_config(config.data)
   except ValueError as e:

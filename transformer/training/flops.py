@@ -5,7 +5,7 @@ training step is 3 forward passes' worth (forward + backward at twice the forwar
 multiply-adds of one forward pass over one example are the architecture's
 (`forward_macs` of its class in `models/registry.py`, with the formulas in their
 docstrings), over padded lengths since padding is computed too; a data task's batch may
-feed the model more than once per row (`Task.model_calls`: a preference pair is two).
+feed the model more than once per row (`Task.model_calls`: K ranked responses are K).
 
 MFU = step FLOPs of the global batch × steps per second / (peak per device × device count),
 the same definition on one device, on a mesh of many, and across processes.
@@ -34,9 +34,13 @@ def train_flops_per_step(cfg: ModelConfig, task: Task,
   forward_macs = architecture(cfg.architecture).forward_macs
   macs = 0
   for call in task.model_calls:
-    rows, targets_len = batch_shapes[call["targets"]]
-    inputs_len = batch_shapes[call["inputs"]][1] if "inputs" in call else 0
-    macs += rows * forward_macs(cfg, inputs_len, targets_len)
+    pattern = call["targets"]
+    names = ([n for n in batch_shapes if n.startswith(pattern[:-1]) and not n.endswith("_weights")]
+             if pattern.endswith("*") else [pattern])
+    for name in names:
+      rows, targets_len = batch_shapes[name]
+      inputs_len = batch_shapes[call["inputs"]][1] if "inputs" in call else 0
+      macs += rows * forward_macs(cfg, inputs_len, targets_len)
   return 3.0 * 2.0 * macs
 
 

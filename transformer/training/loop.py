@@ -17,7 +17,7 @@ import numpy as np
 from transformer.data import pipeline
 from transformer.decoding.evaluation import evaluate_seq2seq
 from transformer.models.config import ModelConfig
-from transformer.training import checkpoints, flops, parallel, samples, writer
+from transformer.training import checkpoints, flops, parallel, rewards, samples, writer
 from transformer.training.assembly import Assembly, PrintFn, assemble
 from transformer.training.config import ConfigError
 from transformer.training.state import param_overview
@@ -129,6 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     print_fn(f"already at step {first_step} of {last_step}: nothing to train")
     eval_metrics = evaluate(state.params)
     print_fn("eval: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+  if config.stage == "reward":  # the normalisation bias: the train split's chosen mean 0
+    normalize_rewards(parts, state, config, tokenizer, workdir, print_fn)
   show_samples = config.num_samples and config.stage != "reward"
   params = parallel.to_host(state.params) if show_samples else None  # every process joins the gather
   if metric_writer:
@@ -141,6 +143,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 # ------------------------------------------------------------------------------ helpers
+
+def normalize_rewards(parts: Assembly, state: Any, config: ml_collections.ConfigDict,
+                      tokenizer: Any, workdir: str, print_fn: PrintFn) -> None:
+  """Scores the train split's chosen responses and stores the bias (`training/rewards.py`),
+  unless the workdir already holds the bias of this step."""
+  step = int(state.step)
+  stored = rewards.read_bias(workdir)
+  if stored is not None and stored["step"] == step:
+    print_fn(f"reward bias {stored['bias']:.4f} of step {step} already stored")
+    return
+  sums = evaluate_sums(parts, state.params, make_data(config, "train", tokenizer, train=False),
+                       config.reward.bias_batches)
+  if jax.process_index() == 0:
+    rewards.normalize(sums, step, workdir, print_fn)
+
 
 def make_data(config: ml_collections.ConfigDict, split: str, tokenizer: Any, *,
               train: bool) -> Iterator[Mapping[str, np.ndarray]]:

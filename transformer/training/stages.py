@@ -13,9 +13,11 @@ which architectures fit a task is the architecture's (`has_encoder`, `models/reg
   corruption (encoder-decoder).
 - finetune: seq2seq (encoder-decoder) or LM ('lm' / 'prefix_lm', any causal LM); the loss
   covers target tokens only (`targets_weights` masks the prompt of a prefix LM).
-- reward: preference pairs; the pairwise (Bradley-Terry) loss over a sequence score. The
-  score here is the policy's mean token log-likelihood; the reward issue plugs in a
-  reward model's scalar head through `pairwise_loss(score_fn)`.
+- reward: a reward model (`models/reward.py`: the architecture with a scalar head read at
+  each response's EOS) on K >= 2 ranked responses per prompt; the Bradley-Terry loss
+  -log σ(r⁺ - r⁻ - margin) (+ center_coef (r⁺ + r⁻)²) averaged over the pairs of each
+  prompt (`preference_loss`). Dropout is off unless `reward.dropout`. The policy's mean
+  token log-likelihood (`likelihood_scores`) is the baseline a reward model must beat.
 
 Adding a stage: its loss and summary here and an entry in STAGES, and its name in the
 `stages` of the tasks it trains on (`data/tasks.py`).
@@ -31,7 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from transformer.data.tasks import TASKS
-from transformer.models.registry import ARCHITECTURES, architecture
+from transformer.models.config import ModelConfig
+from transformer.models.registry import ARCHITECTURES, architecture, build_model
+from transformer.models.reward import reward_model, score_at_eos
 from transformer.special_ids import PAD_ID
 from transformer.training.losses import token_cross_entropy
 
@@ -45,14 +49,25 @@ class Stage:
 
   Attributes:
     name: 'pretrain' | 'finetune' | 'reward'.
-    make_loss: (model, label smoothing) -> LossFn.
+    make_loss: (model, label smoothing, **options) -> LossFn.
     denominator: the key of `sums` that the objective and gradients are divided by.
     summarize: host-side sums -> metrics (means, accuracy, perplexity).
+    build_model: (ModelConfig in its variant, run config) -> the module the stage trains
+      (default: the architecture's own; reward: `models.reward.reward_model`).
+    options: run config -> keyword options of `make_loss` (default: none).
   """
   name: str
-  make_loss: Callable[[nn.Module, float], LossFn]
+  make_loss: Callable[..., LossFn]
   denominator: str
   summarize: Callable[[Mapping[str, float]], dict[str, float]]
+  build_model: Callable[[ModelConfig, Any], nn.Module] = None  # type: ignore[assignment]
+  options: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
+
+  def __post_init__(self):
+    if self.build_model is None:
+      object.__setattr__(self, "build_model", build_language_model)
+    if self.options is None:
+      object.__setattr__(self, "options", no_options)
 
   def check(self, task: str, architecture_name: str) -> str | None:
     """None if this stage trains `architecture_name` on data task `task`, else a one-line reason."""
@@ -110,36 +125,189 @@ def summarize_tokens(sums: Mapping[str, float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- reward stage
 
 ScoreFn = Callable[[Any, jnp.ndarray, jnp.ndarray, jax.Array], jnp.ndarray]
+PAIRINGS = ("best_vs_rest", "all")
+
+
+def response_names(batch: Batch) -> list[str]:
+  """'response_0', 'response_1', ... of a preference batch, in rank order (0 = best)."""
+  names = []
+  while f"response_{len(names)}" in batch:
+    names.append(f"response_{len(names)}")
+  return names
+
+
+def response_batch(batch: Batch) -> tuple[dict[str, jnp.ndarray], jnp.ndarray, int]:
+  """A preference batch as one model batch of its b*K responses.
+
+  Returns:
+    ({'targets' [b*K, L] (and 'inputs' [b*K, S], each prompt repeated K times, if the task
+    has an encoder)}, response weights float32 [b*K, L], K). Row i*K + k is response k of
+    element i.
+  """
+  names = response_names(batch)
+  tokens = jnp.stack([batch[n] for n in names], axis=1)
+  weights = jnp.stack([batch[f"{n}_weights"] for n in names], axis=1).astype(jnp.float32)
+  b, k, length = tokens.shape
+  flat = {"targets": tokens.reshape(b * k, length)}
+  if "inputs" in batch:
+    flat["inputs"] = jnp.repeat(batch["inputs"], k, axis=0)
+  return flat, weights.reshape(b * k, length), k
+
+
+def reward_scores(model: nn.Module, params: Any, batch: Batch,
+                  rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(scores float32 [b, K], valid bool [b, K]) of a reward model on a preference batch.
+
+  One forward pass over all b*K responses; each score is read at its response's EOS
+  (`models.reward.score_at_eos`); a response without weights (filler row) is not valid.
+  """
+  flat, weights, k = response_batch(batch)
+  rewards = model.apply({"params": params}, *model.batch_args(flat), rngs={"dropout": rng})
+  scores, valid = score_at_eos(rewards, weights)
+  return scores.reshape(-1, k), valid.reshape(-1, k)
+
+
+def pair_indices(num_responses: int, pairing: str) -> tuple[np.ndarray, np.ndarray]:
+  """(better, worse) response indices of every compared pair of one element.
+
+  'best_vs_rest': (0, j) for j >= 1 (one chosen against K-1 rejected); 'all': every (i, j)
+  with i < j (a full ranking, InstructGPT).
+  """
+  if pairing not in PAIRINGS:
+    raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+  pairs = [(i, j) for i in range(num_responses) for j in range(i + 1, num_responses)
+           if pairing == "all" or i == 0]
+  return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def preference_loss(scores: jnp.ndarray, valid: jnp.ndarray, *, pairing: str = "best_vs_rest",
+                    margin: jnp.ndarray | None = None,
+                    center_coef: float = 0.0) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Bradley-Terry loss of K ranked responses per element, its pairs averaged in the element.
+
+  Per pair (better i, worse j): -log σ(r_i - r_j - margin) + center_coef (r_i + r_j)²; a pair
+  counts where both responses are valid; an element's loss is the mean over its pairs
+  (InstructGPT), and the objective sums elements (an element without pairs adds 0).
+
+  Args:
+    scores: float [b, K] (index 0 best).
+    valid: bool [b, K].
+    pairing: which pairs (`pair_indices`).
+    margin: optional float [b] (every pair of the element) or [b, pairs].
+    center_coef: weight of the centering term (0: off).
+
+  Returns:
+    (objective, sums): loss, prompts (elements with a pair), pairs, correct (r_i > r_j;
+    ties wrong), margin (Σ r_i - r_j), and chosen / rejected (index 0 / the others) sums,
+    sums of squares and counts of the rewards.
+  """
+  better, worse = pair_indices(scores.shape[1], pairing)
+  scores = scores.astype(jnp.float32)
+  diff = scores[:, better] - scores[:, worse]  # [b, P]
+  pair_on = (valid[:, better] & valid[:, worse]).astype(jnp.float32)
+  offset = 0.0 if margin is None else jnp.asarray(margin, jnp.float32)
+  if margin is not None and offset.ndim == 1:
+    offset = offset[:, None]
+  per_pair = -jax.nn.log_sigmoid(diff - offset)
+  if center_coef:
+    per_pair = per_pair + center_coef * (scores[:, better] + scores[:, worse]) ** 2
+  count = jnp.sum(pair_on, axis=1)
+  element_loss = jnp.sum(per_pair * pair_on, axis=1) / jnp.maximum(count, 1.0)
+  chosen_on = valid[:, 0].astype(jnp.float32)
+  rejected_on = valid[:, 1:].astype(jnp.float32)
+  sums = {"loss": jnp.sum(element_loss), "prompts": jnp.sum((count > 0).astype(jnp.float32)),
+          "pairs": jnp.sum(pair_on), "correct": jnp.sum((diff > 0) * pair_on),
+          "margin": jnp.sum(diff * pair_on),
+          "chosen_sum": jnp.sum(scores[:, 0] * chosen_on),
+          "chosen_sq": jnp.sum(scores[:, 0] ** 2 * chosen_on), "chosen_n": jnp.sum(chosen_on),
+          "rejected_sum": jnp.sum(scores[:, 1:] * rejected_on),
+          "rejected_sq": jnp.sum(scores[:, 1:] ** 2 * rejected_on),
+          "rejected_n": jnp.sum(rejected_on)}
+  return sums["loss"], sums
+
+
+def reward_model_loss(model: nn.Module, label_smoothing: float = 0.0, *,
+                      pairing: str = "best_vs_rest", center_coef: float = 0.0,
+                      margin_field: str = "") -> LossFn:
+  """The reward stage's loss: `preference_loss` of the reward model's scores.
+
+  margin_field: the batch feature holding per-pair margins ('' = no margin).
+  """
+  del label_smoothing  # no smoothing in a reward model's loss
+
+  def loss_fn(params, batch, rng):
+    scores, valid = reward_scores(model, params, batch, rng)
+    margin = batch[margin_field] if margin_field else None
+    return preference_loss(scores, valid, pairing=pairing, margin=margin,
+                           center_coef=center_coef)
+  return loss_fn
+
+
+def _mean_std(total: float, squares: float, count: float) -> tuple[float, float]:
+  n = max(count, 1.0)
+  mean = total / n
+  return mean, float(np.sqrt(max(squares / n - mean * mean, 0.0)))
+
+
+def summarize_rewards(sums: Mapping[str, float]) -> dict[str, float]:
+  """loss per prompt, pairwise accuracy (ties wrong), mean margin, chosen/rejected mean, std."""
+  pairs = max(float(sums["pairs"]), 1.0)
+  chosen_mean, chosen_std = _mean_std(float(sums["chosen_sum"]), float(sums["chosen_sq"]),
+                                      float(sums["chosen_n"]))
+  rejected_mean, rejected_std = _mean_std(float(sums["rejected_sum"]),
+                                          float(sums["rejected_sq"]), float(sums["rejected_n"]))
+  return {"loss": float(sums["loss"]) / max(float(sums["prompts"]), 1.0),
+          "accuracy": float(sums["correct"]) / pairs, "margin": float(sums["margin"]) / pairs,
+          "chosen_mean": chosen_mean, "chosen_std": chosen_std,
+          "rejected_mean": rejected_mean, "rejected_std": rejected_std,
+          "pairs": float(sums["pairs"])}
 
 
 def mean_log_likelihood_score(model: nn.Module) -> ScoreFn:
-  """score(params, tokens [b, t], weights [b, t], rng) -> [b]: mean log p(token) over weights."""
-  def score(params, tokens, weights, rng):
-    logits = logits_fn(model, params, {"targets": tokens}, rng)
+  """score(params, tokens [b, t], weights [b, t], rng, inputs=None) -> [b]: mean log p(token).
+
+  The likelihood baseline of a reward model: a language model's mean token log-likelihood
+  of the response (weights on it); `inputs` [b, s] for an encoder-decoder.
+  """
+  def score(params, tokens, weights, rng, inputs=None):
+    batch = {"targets": tokens} if inputs is None else {"targets": tokens, "inputs": inputs}
+    logits = logits_fn(model, params, batch, rng)
     _, nll = token_cross_entropy(logits, tokens)
     weights = weights.astype(jnp.float32)
     return -jnp.sum(nll * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
   return score
 
 
-def pairwise_loss(score_fn: ScoreFn) -> LossFn:
-  """Bradley-Terry: -log σ(score(chosen) - score(rejected)) summed over pairs; sums loss, correct, pairs."""
-  def loss_fn(params, batch, rng):
-    chosen_rng, rejected_rng = jax.random.split(rng)
-    margin = (score_fn(params, batch["chosen"], batch["chosen_weights"], chosen_rng)
-              - score_fn(params, batch["rejected"], batch["rejected_weights"], rejected_rng))
-    sums = {"loss": jnp.sum(-jax.nn.log_sigmoid(margin)),
-            "correct": jnp.sum((margin > 0).astype(jnp.float32)),
-            "pairs": jnp.asarray(margin.shape[0], jnp.float32)}
-    return sums["loss"], sums
-  return loss_fn
+def likelihood_scores(model: nn.Module, params: Any, batch: Batch,
+                      rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(scores [b, K], valid [b, K]) of the likelihood baseline (a language model) on a
+  preference batch: each response's mean token log-likelihood."""
+  flat, weights, k = response_batch(batch)
+  scores = mean_log_likelihood_score(model)(params, flat["targets"], weights, rng,
+                                            flat.get("inputs"))
+  return scores.reshape(-1, k), (jnp.sum(weights, axis=-1) > 0).reshape(-1, k)
 
 
-def summarize_pairs(sums: Mapping[str, float]) -> dict[str, float]:
-  """loss per pair and accuracy (chosen scored above rejected)."""
-  pairs = max(float(sums["pairs"]), 1.0)
-  return {"loss": float(sums["loss"]) / pairs, "accuracy": float(sums["correct"]) / pairs,
-          "pairs": float(sums["pairs"])}
+def reward_options(config: Any) -> dict[str, Any]:
+  """The reward loss's options from a run config's `reward` section."""
+  return {"pairing": config.reward.pairing, "center_coef": config.reward.center_coef,
+          "margin_field": config.reward.margin_field}
+
+
+def build_reward_model(cfg: ModelConfig, config: Any) -> nn.Module:
+  """The reward model of `cfg`, dropout off unless `config.reward.dropout`."""
+  return reward_model(cfg if config.reward.dropout else cfg.eval())
+
+
+def build_language_model(cfg: ModelConfig, config: Any) -> nn.Module:
+  """The architecture's own module (`registry.build_model`)."""
+  del config
+  return build_model(cfg)
+
+
+def no_options(config: Any) -> dict[str, Any]:
+  del config
+  return {}
 
 
 # ----------------------------------------------------------------------------- registry
@@ -147,8 +315,8 @@ def summarize_pairs(sums: Mapping[str, float]) -> dict[str, float]:
 STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
     Stage("pretrain", token_loss, "tokens", summarize_tokens),
     Stage("finetune", token_loss, "tokens", summarize_tokens),
-    Stage("reward", lambda model, _: pairwise_loss(mean_log_likelihood_score(model)),
-          "pairs", summarize_pairs),
+    Stage("reward", reward_model_loss, "prompts", summarize_rewards,
+          build_model=build_reward_model, options=reward_options),
 )}
 
 
