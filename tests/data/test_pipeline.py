@@ -54,7 +54,7 @@ EXPECTED_KEYS = {
     "prefix_lm": {"targets", "targets_segmentation", "targets_position", "targets_weights"},
     "seq2seq": {f"{k}{s}" for k in ("inputs", "targets") for s in ("", "_segmentation", "_position")},
     "span_corruption": {f"{k}{s}" for k in ("inputs", "targets") for s in ("", "_segmentation", "_position")},
-    "preference": {"chosen", "rejected", "chosen_weights", "rejected_weights"},
+    "preference": {"response_0", "response_1", "response_0_weights", "response_1_weights"},
 }
 NAMES = {"lm": "text", "span_corruption": "text", "seq2seq": "summarize", "prefix_lm": "summarize",
          "preference": "preferences"}
@@ -72,9 +72,9 @@ def test_batch_shapes_per_task(small_config, tokenizer, task, train):
     assert value.shape == (4, lengths[base]), key
     assert value.dtype == (np.float32 if key.endswith("_weights") else np.int32), key
   if task == "preference":
-    real = batch["chosen"].any(axis=1)
+    real = batch["response_0"].any(axis=1)
     assert real.any()
-    for key in ("chosen", "rejected"):
+    for key in ("response_0", "response_1"):
       last = (batch[key] != 0).sum(axis=1)[real] - 1
       assert (batch[key][real][np.arange(len(last)), last] == special_ids.EOS_ID).all()
       assert (batch[f"{key}_weights"][real][np.arange(len(last)), last] == 1).all()

@@ -100,6 +100,12 @@ def test_pair_preferences_nearest_name_same_module_first():
   assert pairs["beta"]["rejected"] == "Alpha does things."
   assert pairs["gamma"]["rejected"] == "Alpha does things."
   assert pairs["solo"]["rejected"] == "Beta does things."  # nearest (module, name): a.gamma
+  assert pairs["alpha"]["rejected_2"] == "Solo does things."  # then the split's nearest
+  assert pairs["alpha"]["rejected_3"] == ""  # no more distinct summaries
+  for p in pairs.values():  # all distinct from chosen and each other
+    texts = [p["chosen"], p["rejected"]] + [p[f"rejected_{k}"] for k in range(2, 8)]
+    texts = [t for t in texts if t]
+    assert len(texts) == len(set(texts))
   assert stdlib_corpus.pair_preferences(list(reversed(summaries))) == stdlib_corpus.pair_preferences(summaries)
 
 

@@ -23,8 +23,46 @@ def test_seq2seq_prefix_lm_preference():
   assert p["targets"].tolist() == [5, 6, 7, EOS]
   assert p["targets_weights"].tolist() == [0, 0, 1, 1] and p["targets_weights"].dtype == np.float32
   pref = tasks.preference(np.array([5]), np.array([7, 8]), np.array([9]))
-  assert pref["chosen"].tolist() == [5, 7, 8, EOS] and pref["chosen_weights"].tolist() == [0, 1, 1, 1]
-  assert pref["rejected"].tolist() == [5, 9, EOS] and pref["rejected_weights"].tolist() == [0, 1, 1]
+  assert pref["response_0"].tolist() == [5, 7, 8, EOS]
+  assert pref["response_0_weights"].tolist() == [0, 1, 1, 1]
+  assert pref["response_1"].tolist() == [5, 9, EOS]
+  assert pref["response_1_weights"].tolist() == [0, 1, 1]
+
+
+def test_truncation_keeps_the_start_of_inputs_and_never_cuts_targets():
+  out = tasks.seq2seq(np.arange(10, 20), np.array([7, 8]), max_inputs=4)
+  assert out["inputs"].tolist() == [10, 11, 12, EOS] and out["targets"].tolist() == [7, 8, EOS]
+  p = tasks.prefix_lm(np.arange(10, 20), np.array([7, 8]), max_len=6)
+  assert p["targets"].tolist() == [10, 11, 12, 7, 8, EOS]
+  assert len(p["targets"]) == 6 and p["targets"].tolist()[:3] == [10, 11, 12]
+  too_long = tasks.prefix_lm(np.arange(10, 20), np.arange(30, 36), max_len=6)  # target alone: 7
+  assert len(too_long["targets"]) == 17  # left over-long: the pipeline skips and counts it
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_preference_truncation_never_makes_responses_equal(seed):
+  rng = np.random.default_rng(seed)
+  prompt = rng.integers(10, 20, size=rng.integers(1, 40))
+  responses = [rng.integers(10, 13, size=rng.integers(1, 6)) for _ in range(4)]
+  fields = (prompt, *responses)
+  cfg = type("Cfg", (), dict(seq_len=12, num_responses=4, truncate_inputs=True, targets_len=0))
+  for task in ("preference", "preference_seq2seq"):
+    examples = tasks.TASKS[task].examples(fields, None, cfg)
+    if not tasks.distinct_responses(tuple(responses)):
+      assert examples == []
+      continue
+    (example,) = examples
+    lengths = tasks.TASKS[task].lengths(cfg)
+    for k, response in enumerate(responses):
+      seq, weights = example[f"response_{k}"], example[f"response_{k}_weights"]
+      assert seq[weights > 0].tolist() == response.tolist() + [EOS]  # never cut
+      if tasks.fits(example, lengths):
+        assert len(seq) <= 12
+    for k in range(1, 4):  # distinct records stay distinct
+      assert example["response_0"].tolist() != example[f"response_{k}"].tolist()
+    if task == "preference":  # one shared prompt, its start kept
+      kept = int(np.sum(example["response_0_weights"] == 0))
+      assert example["response_0"][:kept].tolist() == prompt[:kept].tolist()
 
 
 def test_corrupt_spans_hand_computed():

@@ -10,12 +10,12 @@ def test_flops_of_a_decoder_only_step_by_hand():
   assert flops.train_flops_per_step(cfg, TASKS["lm"], {"targets": (3, 10)}) == 6 * 3 * 10 * per_token
 
 
-def test_a_preference_pair_is_two_forward_passes():
+def test_k_ranked_responses_are_k_forward_passes():
   cfg = ModelConfig(architecture="decoder_only", vocab_size=100, d_model=8, num_heads=2, d_ff=16,
                     num_encoder_layers=0, num_decoder_layers=2)
   one = flops.train_flops_per_step(cfg, TASKS["lm"], {"targets": (3, 10)})
-  pair = flops.train_flops_per_step(cfg, TASKS["preference"], {"chosen": (3, 10), "rejected": (3, 10)})
-  assert pair == 2 * one
+  shapes = {f"response_{k}{s}": (3, 10) for k in range(3) for s in ("", "_weights")}
+  assert flops.train_flops_per_step(cfg, TASKS["preference"], shapes) == 3 * one
 
 
 def test_mfu_divides_by_the_peak_of_every_device():

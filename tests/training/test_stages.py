@@ -3,7 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer.training.stages import get_stage, pairwise_loss, summarize_tokens, target_weights
+from transformer.training.stages import (
+  get_stage,
+  preference_loss,
+  summarize_tokens,
+  target_weights,
+)
 
 
 def test_finetune_scores_only_weighted_targets():
@@ -14,15 +19,13 @@ def test_finetune_scores_only_weighted_targets():
   np.testing.assert_array_equal(target_weights(batch), [[1, 1, 1, 0]])
 
 
-def test_pairwise_loss_and_accuracy_from_scores():
-  scores = {1: jnp.array([2.0, 0.0]), 2: jnp.array([0.0, 1.0])}  # keyed by the first token of each sequence
-  score_fn = lambda params, tokens, weights, rng: scores[int(tokens[0, 0])]
-  batch = {"chosen": jnp.ones((2, 3), jnp.int32), "rejected": 2 * jnp.ones((2, 3), jnp.int32),
-           "chosen_weights": jnp.ones((2, 3)), "rejected_weights": jnp.ones((2, 3))}
-  objective, sums = pairwise_loss(score_fn)(None, batch, jax.random.PRNGKey(0))
-  expected = np.log1p(np.exp(-2.0)) + np.log1p(np.exp(1.0))
-  np.testing.assert_allclose(objective, expected, rtol=1e-6)
-  assert get_stage("reward").summarize(jax.device_get(sums))["accuracy"] == 0.5
+def test_reward_summary_from_sums():
+  scores = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+  _, sums = preference_loss(scores, jnp.ones((2, 2), bool))
+  summary = get_stage("reward").summarize(jax.device_get(sums))
+  assert summary["accuracy"] == 0.5 and summary["pairs"] == 2
+  np.testing.assert_allclose(summary["loss"], (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(1.0))) / 2,
+                             rtol=1e-6)
 
 
 def test_token_summary_divides_sums_on_the_host():

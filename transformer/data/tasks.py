@@ -73,7 +73,7 @@ def seq2seq(inputs: np.ndarray, targets: np.ndarray,
 
 def prefix_lm(prompt: np.ndarray, target: np.ndarray,
               max_len: int | None = None) -> dict[str, np.ndarray]:
-  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on the prompt).
+  """(prompt [n], target [m]) -> {'targets', 'targets_weights'} [n+m+1] (weights 0 on the prompt).
 
   max_len: if given and the sequence is longer, the prompt keeps its first tokens so that it
   fits, when at least one prompt token can stay; the target is never cut (else the example

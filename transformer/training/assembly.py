@@ -144,7 +144,8 @@ def assemble(config: ml_collections.ConfigDict,
   process); ConfigError (one line, naming the field) before anything is compiled."""
   validate(config)
   cfg, stage, task = model_config(config), get_stage(config.stage), get_task(config.data.task)
-  model, eval_model = stage.build_model(cfg.train(), config), stage.build_model(cfg.eval(), config)
+  model = stage.build_model(cfg.train(), config)
+  eval_model = stage.build_model(cfg.eval(), config)
   tx, schedule = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
   layout = parallel.make_layout(config, boxed_state_shapes(model, tx),
                                 None if devices is None else list(devices))

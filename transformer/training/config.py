@@ -70,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.reward.center_coef = 0.0       # Centering term coef * mean((r+ + r-)^2) (TRL: 1e-2); 0 = off.
   c.reward.margin_field = ""       # Batch feature of per-pair margins (Llama 2); '' = no margin.
   c.reward.dropout = False         # Keep the model's dropout in reward training (off by default).
-  c.reward.bias_batches = 0        # Train-split batches scored for the bias (chosen mean 0); 0 = all.
+  c.reward.bias_batches = 0        # Train batches scored for the bias (chosen mean 0); 0 = all.
 
   c.init_from = ""                 # Workdir of an earlier stage to take params from (if no own checkpoint).
   c.log_every_steps = 10           # Progress line and train metrics every this many steps.
@@ -135,7 +135,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.reward.center_coef < 0:
     raise ConfigError(f"config.reward.center_coef must be >= 0, got {config.reward.center_coef!r}")
   if config.reward.bias_batches < 0:
-    raise ConfigError(f"config.reward.bias_batches must be >= 0, got {config.reward.bias_batches!r}")
+    raise ConfigError(
+        f"config.reward.bias_batches must be >= 0, got {config.reward.bias_batches!r}")
   try:
     data_config.validate_data_config(config.data)
   except ValueError as e:

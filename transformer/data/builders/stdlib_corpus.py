@@ -197,7 +197,7 @@ def _nearest_distinct(ordered: Sequence[Summary], index: int, count: int = 1,
 
 
 def pair_preferences(summaries: Sequence[Summary]) -> list[dict[str, str]]:
-  """Preference examples of one split: prompt, its own summary, and distinct summaries of near names.
+  """Preference examples of one split: prompt, its own summary, distinct summaries of near names.
 
   `rejected` is the summary of the nearest-named function of the same module with a
   different summary, else of the nearest `module.name` of the split; `rejected_2` ..
