@@ -4,7 +4,7 @@ Data: `stdlib_corpus/summarize` as one sequence per function: its code without t
 (the prompt, no loss; cut to fit, keeping its start) + the docstring's first sentence + EOS,
 rows of 128 tokens, packed. Model: `pretrain_lm.py`'s (4 pre-LN decoder layers, d_model 128,
 rotary positions); start from it with `--config.init_from=<pretrain_lm workdir>` (the
-tokenizer is inherited from there). AdamW, lr 1e-3, cosine; 300 steps of 32 rows.
+tokenizer is inherited from there). AdamW, lr 1e-3, cosine; 200 steps of 32 rows.
 
 Command:
   python -m transformer.train --config=experiments/finetune_lm.py --workdir=runs/finetune_lm \
@@ -25,7 +25,7 @@ from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 def get_config(arg: str | None = None):
   """The prefix-LM fine-tuning config; `arg` 'tiny' gives the seconds-long variant."""
   _, tiny = parse_arg(arg, "finetune_lm")
-  c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "prefix_lm", num_train_steps=300)
+  c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "prefix_lm", num_train_steps=200)
   c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
                  num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
   c.optimizer.learning_rate = 1e-3

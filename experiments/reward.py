@@ -6,7 +6,8 @@ with its own docstring sentence (chosen) against the sentences of nearby functio
 of one prompt in one batch element), rows of 128 tokens. Model: `finetune_lm.py`'s
 network with the output projection replaced by a scalar head read at each response's EOS
 (`transformer/models/reward.py`); dropout off. Start from the fine-tuned run with
-`--config.init_from=<finetune_lm workdir>`. AdamW, lr 1e-4 (TRL), cosine, ~1 epoch.
+`--config.init_from=<finetune_lm workdir>`. AdamW, lr 3e-4, cosine; 160 steps of 16 prompts
+(~half an epoch).
 
 Command:
   python -m transformer.train --config=experiments/reward.py --workdir=runs/reward \
@@ -29,11 +30,12 @@ def get_config(arg: str | None = None):
   """The reward-model config; `arg` 'tiny' gives the seconds-long variant."""
   _, tiny = parse_arg(arg, "reward")
   c = embedded_corpus_run("reward", "stdlib_corpus/preferences", "preference",
-                          num_train_steps=150)
+                          num_train_steps=160)
   c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
                  num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
   c.data.num_responses = 4
-  c.optimizer.update(learning_rate=1e-4, warmup_steps=10)
+  c.global_batch_size = 16         # prompts per step (64 responses)
+  c.optimizer.update(learning_rate=3e-4, warmup_steps=10)
   c.eval_steps = 0                 # the whole validation split
   c.best_metric = "accuracy"
   c.best_mode = "max"

@@ -1,0 +1,213 @@
+r"""The RLHF pipeline in one command: pretrain -> fine-tune -> reward -> best-of-N evaluation.
+
+  python -m transformer.rlhf_pipeline --workdir=runs/rlhf
+
+Each training stage is an ordinary experiment file run by the ordinary loop in its own
+subfolder of --workdir, initialised from the stage before, decoder-only throughout:
+
+  pretrain/          experiments/pretrain_lm.py    causal LM on the stdlib source
+  finetune/          experiments/finetune_lm.py    code -> summary, init_from pretrain/
+  finetune_scratch/  experiments/finetune_lm.py    the same from scratch (same tokenizer and
+                                                   budget: what pretraining bought)
+  reward/            experiments/reward.py         reward model, init_from finetune/
+  eval_reward.json   held-out pairwise accuracy against the likelihood baseline
+  bon/               best-of-N (16 samples per test prompt): JSON and plot
+
+It resumes wherever it stopped: a stage whose workdir holds the checkpoint of its last step
+(and, for the reward model, its bias) is skipped without building anything, and so are
+evaluations whose JSON exists. It ends with a summary table (stage, steps, wall time, key
+metrics) printed and written, with the plots, to <workdir>/report.md. `--tiny` runs the
+experiments' tiny variants (a smoke test in seconds).
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from absl import app, flags, logging
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = (  # (name, experiment, init_from, tokenizer from)
+    ("pretrain", "pretrain_lm", None, None),
+    ("finetune", "finetune_lm", "pretrain", None),
+    ("finetune_scratch", "finetune_lm", None, "pretrain"),
+    ("reward", "reward", "finetune", None),
+)
+TIMES_FILE = "pipeline_times.json"
+
+
+def load_experiment(name: str, arg: str | None) -> Any:
+  """`get_config(arg)` of experiments/<name>.py, loaded by path as --config does."""
+  path = os.path.join(ROOT, "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def stage_done(workdir: str, config: Any) -> bool:
+  """Whether `workdir` holds the checkpoint of the run's last step (and a reward's bias)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return False
+  steps = [int(s) for s in os.listdir(directory) if s.isdigit()]
+  if config.num_train_steps not in steps:
+    return False
+  if config.stage == "reward":
+    path = os.path.join(workdir, "reward_bias.json")
+    if not os.path.exists(path):
+      return False
+    with open(path) as f:
+      return json.load(f)["step"] == config.num_train_steps
+  return True
+
+
+def _times(workdir: str) -> dict[str, float]:
+  path = os.path.join(workdir, TIMES_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _record_time(workdir: str, name: str, seconds: float) -> None:
+  times = _times(workdir)
+  times[name] = times.get(name, 0.0) + seconds
+  with open(os.path.join(workdir, TIMES_FILE), "w") as f:
+    json.dump(times, f, indent=1)
+
+
+def last_eval(workdir: str) -> dict[str, float]:
+  """The last eval record of a run's metrics.jsonl."""
+  from transformer.training import writer  # pylint: disable=g-import-not-at-top
+  rows = [r for r in writer.read_jsonl(workdir) if r.get("split") == "eval"]
+  return rows[-1] if rows else {}
+
+
+def run_pipeline(workdir: str, *, tiny: bool = False, data_dir: str = "",
+                 num_prompts: int = 128, print_fn: Callable[[str], None] = print) -> str:
+  """Runs (or resumes) every stage and evaluation; returns the report's path."""
+  os.makedirs(workdir, exist_ok=True)
+  configs = {}
+  for name, experiment, init_from, tokenizer_from in STAGES:
+    config = load_experiment(experiment, "tiny" if tiny else None)
+    config.data.data_dir = data_dir or config.data.data_dir
+    stage_dir = os.path.join(workdir, name)
+    if init_from:
+      config.init_from = os.path.join(workdir, init_from)
+    configs[name] = config
+    if stage_done(stage_dir, config):
+      print_fn(f"[{name}] done ({config.num_train_steps} steps in {stage_dir}): skipped")
+      continue
+    if tokenizer_from:  # the same tokenizer: validation losses compare per token
+      source = os.path.join(workdir, tokenizer_from, "spm.model")
+      os.makedirs(stage_dir, exist_ok=True)
+      if not os.path.exists(os.path.join(stage_dir, "spm.model")):
+        shutil.copyfile(source, os.path.join(stage_dir, "spm.model"))
+    print_fn(f"[{name}] experiments/{experiment}.py -> {stage_dir}"
+             + (f" (init_from {config.init_from})" if init_from else ""))
+    from transformer.training.loop import run  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    run(config, stage_dir, print_fn=lambda line, n=name: print_fn(f"[{n}] {line}"))
+    _record_time(workdir, name, time.perf_counter() - start)
+
+  eval_path = os.path.join(workdir, "eval_reward.json")
+  if not os.path.exists(eval_path):
+    from transformer import evaluate_reward  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    result = evaluate_reward.evaluate(os.path.join(workdir, "reward"),
+                                      os.path.join(workdir, "finetune"), "test")
+    with open(eval_path, "w") as f:
+      json.dump(result, f, indent=1)
+    _record_time(workdir, "eval_reward", time.perf_counter() - start)
+  with open(eval_path) as f:
+    evaluation = json.load(f)
+  print_fn("[eval_reward] " + json.dumps(evaluation))
+
+  bon_path = os.path.join(workdir, "bon", "best_of_n.json")
+  if not os.path.exists(bon_path):
+    from transformer import best_of_n  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    result, details = best_of_n.evaluate(
+        os.path.join(workdir, "finetune"), os.path.join(workdir, "reward"), "test",
+        num_prompts=num_prompts, pool=16, max_new_tokens=8 if tiny else 32)
+    best_of_n.write(result, details, os.path.join(workdir, "bon"))
+    _record_time(workdir, "best_of_n", time.perf_counter() - start)
+  with open(bon_path) as f:
+    bon = json.load(f)
+  print_fn("[best_of_n] " + json.dumps(bon))
+  return write_report(workdir, configs, evaluation, bon, print_fn)
+
+
+def _fmt(value: Any) -> str:
+  return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
+def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, Any],
+                 bon: dict[str, Any], print_fn: Callable[[str], None]) -> str:
+  """The summary table, printed and written with the plots to <workdir>/report.md."""
+  times = _times(workdir)
+  rows = []
+  for name, *_ in STAGES:
+    metrics = last_eval(os.path.join(workdir, name))
+    if name == "reward":
+      key = (f"val accuracy {_fmt(metrics.get('accuracy'))}, "
+             f"test RM accuracy {_fmt(evaluation['rm_accuracy'])} vs likelihood "
+             f"{_fmt(evaluation['likelihood_accuracy'])}")
+    else:
+      key = f"val loss {_fmt(metrics.get('loss'))}"
+    rows.append((name, str(configs[name].num_train_steps), f"{times.get(name, 0.0):.0f} s", key))
+  rows.append(("eval_reward", "-", f"{times.get('eval_reward', 0.0):.0f} s",
+               f"train chosen mean {_fmt(evaluation.get('train_chosen_mean'))}, test chosen "
+               f"mean {_fmt(evaluation['rm_chosen_mean'])}, rejected "
+               f"{_fmt(evaluation['rm_rejected_mean'])}"))
+  gains = dict(zip(bon["N"], bon["gold_chrf"], strict=True))
+  rows.append(("best_of_n", "-", f"{times.get('best_of_n', 0.0):.0f} s",
+               "RM score " + " / ".join(f"{s:.2f}" for s in bon["rm_score"])
+               + f" at N={bon['N']}; chrF N=1 {gains[1]:.2f}, N=8 {gains.get(8, 0.0):.2f} "
+               f"(gain CI95 {bon['chrf_gain_8_vs_1_ci95'][0]:.2f}.."
+               f"{bon['chrf_gain_8_vs_1_ci95'][1]:.2f})"))
+  total = sum(times.values())
+  table = ["| stage | steps | wall time | key metrics |", "|---|---|---|---|"]
+  table += [f"| {' | '.join(r)} |" for r in rows]
+  table.append(f"| total | | {total:.0f} s | |")
+  text = "\n".join(table)
+  print_fn(text)
+  plots = [f"![{name}]({name}/curves.png)" for name, *_ in STAGES
+           if os.path.exists(os.path.join(workdir, name, "curves.png"))]
+  report = os.path.join(workdir, "report.md")
+  with open(report, "w") as f:
+    f.write("# RLHF pipeline report\n\n" + text + "\n\n## Best-of-N\n\n"
+            "![best-of-N](bon/best_of_n.png)\n\n```json\n" + json.dumps(bon, indent=1)
+            + "\n```\n\n## Reward model on the test split\n\n```json\n"
+            + json.dumps(evaluation, indent=1) + "\n```\n\n## Training curves\n\n"
+            + "\n\n".join(plots) + "\n")
+  print_fn(f"report: {report}")
+  return report
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage's subfolder goes.",
+                               required=True)
+_TINY = flags.DEFINE_bool("tiny", False, "Run the experiments' tiny variants (a smoke test).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir of the corpus ('' = default).")
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 128, "Test prompts of the best-of-N eval.")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  start = time.perf_counter()
+  run_pipeline(_WORKDIR.value, tiny=_TINY.value, data_dir=_DATA_DIR.value,
+               num_prompts=_NUM_PROMPTS.value,
+               print_fn=lambda line: print(line, flush=True))
+  print(f"pipeline finished in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
