@@ -33,7 +33,7 @@ from transformer.models.registry import architecture
 from transformer.special_ids import PAD_ID
 from transformer.training import checkpoints
 from transformer.training.config import ConfigError
-from transformer.training.rewards import RewardModel, load_reward_model
+from transformer.training.rewards import load_reward_model
 
 NS = (1, 2, 4, 8, 16)
 
@@ -46,7 +46,8 @@ def best_of_n_weights(pool: int, n: int) -> np.ndarray:
   return np.array([math.comb(r - 1, n - 1) for r in range(1, pool + 1)]) / math.comb(pool, n)
 
 
-def expected_best_of_n(proxy: np.ndarray, gold: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def expected_best_of_n(proxy: np.ndarray, gold: np.ndarray,
+                       n: int) -> tuple[np.ndarray, np.ndarray]:
   """(E[proxy of the best-of-n], E[gold of the best-of-n]) per prompt, exactly over subsets.
 
   Args:
@@ -125,7 +126,8 @@ def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
       "duplicate_rate": duplicates,
   }
   details = [{"prompt": p, "reference": ref, "candidates": [
-      {"text": c, "reward": float(s), "chrf": float(g)} for c, s, g in zip(cs, ps, gs, strict=True)]}
+      {"text": c, "reward": float(s), "chrf": float(g)}
+      for c, s, g in zip(cs, ps, gs, strict=True)]}
       for p, ref, cs, ps, gs in zip(prompts, references, candidates, proxy, gold, strict=True)]
   return result, details
 

@@ -4,6 +4,13 @@ r"""Generates text from a trained run: one output line per prompt.
   python -m transformer.generate --workdir=runs/pretrain --prompts_file=prompts.txt \
       --method=sample --temperature=0.8 --top_p=0.9 --seed=1
   echo "some prompt" | python -m transformer.generate --workdir=runs/x --method=beam --beam_size=4
+  python -m transformer.generate --workdir=runs/rlhf/finetune --reward_workdir=runs/rlhf/reward \
+      --num_samples=8 --prompts_file=code.txt --show_candidates
+
+Best-of-N: with --reward_workdir, --num_samples=N candidates are sampled per prompt
+(--method=sample unless another method is given), each is scored by the reward model (its
+normalisation bias applied) and the best is printed; --show_candidates also prints every
+candidate under it as '  <score>\t<text>', best first.
 
 Prompts come from --prompt, else --prompts_file (one per line), else standard input
 (one per line). Empty prompts are errors; too long prompts are truncated with a
@@ -36,6 +43,11 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling probability mass; 1: all.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Prompts decoded together.")
+_REWARD_WORKDIR = flags.DEFINE_string(
+    "reward_workdir", None, "A reward run: rerank --num_samples candidates per prompt by it.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Candidates per prompt (best-of-N).")
+_SHOW_CANDIDATES = flags.DEFINE_bool("show_candidates", False,
+                                     "Best-of-N: print every candidate with its score.")
 
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
 
@@ -71,16 +83,49 @@ def main(argv: list[str]) -> None:
     model_config, params, tokenizer = load_for_generation(_WORKDIR.value, _STEP.value)
   except FileNotFoundError as e:
     raise app.UsageError(f"--workdir={_WORKDIR.value}: {e}") from None
+  if _NUM_SAMPLES.value < 1:
+    raise app.UsageError(f"--num_samples must be >= 1, got {_NUM_SAMPLES.value}")
+  reward = None
+  if _REWARD_WORKDIR.value:
+    from transformer.training.config import ConfigError
+    from transformer.training.rewards import load_reward_model
+    try:
+      reward = load_reward_model(_REWARD_WORKDIR.value)
+    except ConfigError as e:
+      raise app.UsageError(f"--reward_workdir: {e}") from None
+    budget = reward.response_budget()
+    if _MAX_NEW_TOKENS.value is not None and _MAX_NEW_TOKENS.value > budget:
+      raise app.UsageError(f"--max_new_tokens={_MAX_NEW_TOKENS.value}: no room for the EOS in "
+                           f"the reward model's response budget ({budget} tokens)")
+  elif _NUM_SAMPLES.value > 1:
+    raise app.UsageError("--num_samples > 1 needs --reward_workdir to choose among them")
+  prompts = read_prompts(_PROMPT.value, _PROMPTS_FILE.value)
+  n = _NUM_SAMPLES.value
+  method = _METHOD.value if reward is None or flags.FLAGS["method"].present else "sample"
+  max_new = _MAX_NEW_TOKENS.value
+  if reward is not None and max_new is None:
+    max_new = min(reward.response_budget(), 50)
   try:
     outputs = decoding.generate_texts(
-        model_config, params, tokenizer, read_prompts(_PROMPT.value, _PROMPTS_FILE.value),
-        batch_size=_BATCH_SIZE.value, seed=_SEED.value, method=_METHOD.value,
-        max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
+        model_config, params, tokenizer, [p for p in prompts for _ in range(n)],
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value, method=method,
+        max_new_tokens=max_new, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+    scores = None if reward is None else reward.score_texts(
+        [p for p in prompts for _ in range(n)], outputs)
   except ValueError as e:  # an empty prompt, no prompts, or a bad decoding option
     raise app.UsageError(str(e)) from None
-  for text in outputs:
-    print(one_line(text))
+  if reward is None:
+    for text in outputs:
+      print(one_line(text))
+    return
+  for i in range(len(prompts)):
+    candidates = sorted(zip(scores[i * n:(i + 1) * n], outputs[i * n:(i + 1) * n],
+                            strict=True), key=lambda c: -c[0])
+    print(one_line(candidates[0][1]))
+    if _SHOW_CANDIDATES.value:
+      for score, text in candidates:
+        print(f"  {score:.4f}\t{one_line(text)}")
 
 
 if __name__ == "__main__":
