@@ -36,7 +36,8 @@ def train(parts: Assembly, state: Any, rng: jax.Array,
   """Losses of the next len(batches) steps of `parts` from `state`, and the state after them."""
   losses = []
   for rows in batches:
-    state, sums = parts.train_step(state, parts.put_batch(rows), jax.random.fold_in(rng, int(state.step)))
+    state, sums = parts.train_step(state, parts.put_batch(rows),
+                                   jax.random.fold_in(rng, int(state.step)))
     losses.append(parts.stage.summarize(sum_metrics([sums]))["loss"])
   return losses, state
 
@@ -45,7 +46,8 @@ def global_batches(config: ml_collections.ConfigDict, tokenizer: Any, steps: int
                    process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """The first `steps` global training batches of a run over `process_count` processes
   (their per-process rows concatenated in process order, as a global array lays them out)."""
-  iterators = [pipeline.make_dataset(config.data, "train", global_batch_size=config.global_batch_size,
+  iterators = [pipeline.make_dataset(config.data, "train",
+                                     global_batch_size=config.global_batch_size,
                                      seed=config.seed, train=True, process_index=i,
                                      process_count=process_count, tokenizer=tokenizer)
                for i in range(process_count)]
@@ -87,9 +89,11 @@ def round_trip(source: Assembly, target: Assembly, state: Any, rng: jax.Array, d
   restored, restored_rng = checkpoints.restore(manager, step, template, target_rng, data)
   manager.close()
   params_equal = all(np.array_equal(a, b) for a, b in
-                     zip(jax.tree.leaves(saved), jax.tree.leaves(parallel.to_host(restored.params))))
-  shardings_match = all(x.sharding == s for x, s in zip(jax.tree.leaves(restored),
-                                                        jax.tree.leaves(target.layout.state_sharding)))
+                     zip(jax.tree.leaves(saved),
+                         jax.tree.leaves(parallel.to_host(restored.params))))
+  shardings_match = all(x.sharding == s for x, s in
+                        zip(jax.tree.leaves(restored),
+                            jax.tree.leaves(target.layout.state_sharding)))
   source_loss, _ = train(source, state, rng, [next_batch])
   target_loss, _ = train(target, restored, restored_rng, [next_batch])
   return {"source": parallel.describe(source.layout), "target": parallel.describe(target.layout),

@@ -18,7 +18,8 @@ def paper_schedule(d_model: int, warmup_steps: int, scale: float = 1.0) -> optax
   return schedule
 
 
-def make_schedule(opt: ml_collections.ConfigDict, d_model: int, num_train_steps: int) -> optax.Schedule:
+def make_schedule(opt: ml_collections.ConfigDict, d_model: int,
+                  num_train_steps: int) -> optax.Schedule:
   """The schedule named by `opt.schedule` ('paper' | 'cosine' | 'constant')."""
   if opt.schedule == "paper":
     return paper_schedule(d_model, opt.warmup_steps, opt.learning_rate)
