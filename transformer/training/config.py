@@ -17,7 +17,7 @@ from transformer.models.config import ModelConfig
 from transformer.models.registry import architecture
 from transformer.training import stages
 
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 PARALLELISM_MODES = ("jit", "pmap")
 SCHEDULES = ("paper", "cosine", "constant")
 # ModelConfig fields that are not in the config's model section: the vocabulary size is the data
@@ -48,7 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0          # ε of the smoothed target distribution (paper: 0.1).
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"        # 'adam' (paper) | 'adamw' (decoupled weight decay).
+  c.optimizer.name = "adam"        # 'adam' (paper) | 'adamw' (decoupled weight decay) | 'sgd'.
   c.optimizer.schedule = "paper"   # 'paper' (d_model^-0.5·min(s^-0.5, s·w^-1.5)) | 'cosine' |
                                    # 'constant'.
   c.optimizer.learning_rate = 1.0  # Multiplier of the paper schedule; peak rate for

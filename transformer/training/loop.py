@@ -100,7 +100,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       jax.block_until_ready(state.step)
       timer, timer_step, tokens = time.perf_counter(), step, 0
     if every(step, config.log_every_steps, last_step):
-      train_metrics = stage.summarize(sum_metrics(pending))
+      totals = sum_metrics(pending)
+      train_metrics = {**stage.summarize(totals), "grad_norm": totals["grad_norm"]}
       if not np.isfinite(train_metrics["loss"]):
         raise FloatingPointError(f"train loss is {train_metrics['loss']} at step {step}")
       elapsed = max(time.perf_counter() - timer - paused, 1e-9)
