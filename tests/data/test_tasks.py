@@ -75,7 +75,8 @@ def test_corrupt_spans_hand_computed():
 
 
 def _reconstruct(inputs, targets):
-  """Plain-python inverse of span corruption: sentinel k in inputs -> the tokens after it in targets."""
+  """Plain-python inverse of span corruption: sentinel k in inputs -> the tokens after it in
+  targets."""
   spans, current = {}, None
   for t in targets[:-1]:
     if t >= sentinel_id(0) and t < sentinel_id(100):
@@ -96,7 +97,8 @@ def test_span_corruption_sentinels_in_order_and_reconstruct():
     out = tasks.span_corruption(tokens, rng)
     sentinels = [t for t in out["inputs"].tolist() if sentinel_id(0) <= t < sentinel_id(100)]
     assert sentinels == [sentinel_id(k) for k in range(len(sentinels))]
-    assert [t for t in out["targets"].tolist() if sentinel_id(0) <= t < sentinel_id(100)] == sentinels
+    assert [t for t in out["targets"].tolist()
+            if sentinel_id(0) <= t < sentinel_id(100)] == sentinels
     assert out["inputs"][-1] == EOS and out["targets"][-1] == EOS
     assert _reconstruct(out["inputs"].tolist(), out["targets"].tolist()) == tokens.tolist()
 

@@ -39,8 +39,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ config, workdir, parts
   parts = assemble(config)
   checkpoints.check_compatible(workdir, config)
-  if config.init_from and not os.path.exists(os.path.join(config.init_from, checkpoints.CONFIG_FILE)):
-    raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir (no config.json)")
+  if config.init_from and not os.path.exists(os.path.join(config.init_from,
+                                                          checkpoints.CONFIG_FILE)):
+    raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir "
+                      "(no config.json)")
   cfg, stage, last_step = parts.model_config, parts.stage, config.num_train_steps
   is_main = jax.process_index() == 0
 
@@ -98,7 +100,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       jax.block_until_ready(state.step)
       timer, timer_step, tokens = time.perf_counter(), step, 0
     if every(step, config.log_every_steps, last_step):
-      train_metrics = stage.summarize(sum_metrics(pending))
+      totals = sum_metrics(pending)
+      train_metrics = {**stage.summarize(totals), "grad_norm": totals["grad_norm"]}
       if not np.isfinite(train_metrics["loss"]):
         raise FloatingPointError(f"train loss is {train_metrics['loss']} at step {step}")
       elapsed = max(time.perf_counter() - timer - paused, 1e-9)
@@ -108,8 +111,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                            steps_per_second=rate,
                            mfu=flops.mfu(step_flops, rate, peak, jax.device_count()))
       print_fn(writer.progress_line(step, last_step, train_metrics["loss"],
-                                    train_metrics["learning_rate"], train_metrics["tokens_per_second"],
-                                    train_metrics["mfu"], (last_step - step) / rate if rate else 0.0))
+                                    train_metrics["learning_rate"],
+                                    train_metrics["tokens_per_second"], train_metrics["mfu"],
+                                    (last_step - step) / rate if rate else 0.0))
       if metric_writer:
         metric_writer.write(step, "train", train_metrics)
       pending = []
@@ -132,7 +136,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if config.stage == "reward":  # the normalisation bias: the train split's chosen mean 0
     normalize_rewards(parts, state, config, tokenizer, workdir, print_fn)
   show_samples = config.num_samples and config.stage != "reward"
-  params = parallel.to_host(state.params) if show_samples else None  # every process joins the gather
+  # every process joins the gather
+  params = parallel.to_host(state.params) if show_samples else None
   if metric_writer:
     metric_writer.close()
     print_fn(f"curves: {writer.plot_curves(workdir)}")
@@ -176,7 +181,8 @@ def evaluate_sums(parts: Assembly, params: Any, data: Iterator[Mapping[str, np.n
       break
     pending.append(parts.eval_step(params, parts.put_batch(batch)))
   if not pending:
-    raise ValueError("the eval split gave no batches (are all its examples longer than the config's lengths?)")
+    raise ValueError("the eval split gave no batches (are all its examples longer than the "
+                     "config's lengths?)")
   return sum_metrics(pending)
 
 
@@ -200,7 +206,8 @@ def count_tokens(parts: Assembly, batch: Mapping[str, np.ndarray]) -> int:
 
 # ------------------------------------------------------------------------------ dry run
 
-def dry_run(config: ml_collections.ConfigDict, *, print_fn: PrintFn = print_flush) -> dict[str, Any]:
+def dry_run(config: ml_collections.ConfigDict, *,
+            print_fn: PrintFn = print_flush) -> dict[str, Any]:
   """Builds the model, prints its parameter overview, compiles the train step ahead of time.
 
   Nothing is allocated beyond what compilation needs and no data is read.

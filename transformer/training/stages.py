@@ -118,7 +118,8 @@ def summarize_tokens(sums: Mapping[str, float]) -> dict[str, float]:
   """loss, nll (per token), token accuracy, perplexity = exp(nll), tokens."""
   tokens = max(float(sums["tokens"]), 1.0)
   nll = float(sums["nll"]) / tokens
-  return {"loss": float(sums["loss"]) / tokens, "nll": nll, "accuracy": float(sums["correct"]) / tokens,
+  return {"loss": float(sums["loss"]) / tokens, "nll": nll,
+          "accuracy": float(sums["correct"]) / tokens,
           "perplexity": float(np.exp(min(nll, 50.0))), "tokens": float(sums["tokens"])}
 
 
