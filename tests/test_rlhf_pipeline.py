@@ -1,0 +1,20 @@
+"""The RLHF pipeline command on the experiments' tiny variants: runs, reports, resumes."""
+
+import os
+
+from transformer import rlhf_pipeline
+
+
+def test_tiny_pipeline_runs_reports_and_resumes(tmp_path):
+  workdir, data_dir = str(tmp_path / "rlhf"), str(tmp_path / "tfds")
+  report = rlhf_pipeline.run_pipeline(workdir, tiny=True, data_dir=data_dir, num_prompts=4,
+                                      print_fn=lambda line: None)
+  text = open(report).read()
+  for stage in ("pretrain", "finetune", "finetune_scratch", "reward", "best_of_n"):
+    assert f"| {stage} |" in text
+  assert os.path.exists(os.path.join(workdir, "bon", "best_of_n.png"))
+  lines = []
+  rlhf_pipeline.run_pipeline(workdir, tiny=True, data_dir=data_dir, num_prompts=4,
+                             print_fn=lines.append)
+  assert sum("skipped" in line for line in lines) == 4
+  assert not any("experiments/" in line for line in lines)  # nothing trained again
