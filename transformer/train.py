@@ -5,6 +5,9 @@ Flags:
   --config.<field>=<value>                   overrides any config field, e.g. --config.num_train_steps=10;
   --workdir=DIR                              where checkpoints, metrics and plots go (resumed if present);
   --dry_run                                  print the parameter overview, compile the step, report memory, exit;
+  --print_config                             print the resolved config (fields that differ from the
+                                             schema's defaults marked *) and exit; every field with
+                                             its meaning: docs/config.md;
   --distributed                              join the other processes first (jax.distributed.initialize;
                                              also if JAX_COORDINATOR_ADDRESS is set): coordinator,
                                              process count and id from JAX_COORDINATOR_ADDRESS,
@@ -24,6 +27,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file (expe
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (checkpoints, metrics, plots).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build, print params, compile the step, and exit.")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the resolved config (* = differs from the schema's default) and "
+    "exit; every field and its meaning: docs/config.md.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join the other processes first "
                                   "(jax.distributed.initialize; see the module docstring).")
 
@@ -35,7 +41,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _CONFIG.value is None:
       raise flags.Error("--config is required (e.g. --config=experiments/quickstart.py)")
     _CONFIG.value.keys()  # a config file that failed to load raises here
-    if _WORKDIR.value is None and not _DRY_RUN.value:
+    if _WORKDIR.value is None and not (_DRY_RUN.value or _PRINT_CONFIG.value):
       raise flags.Error("--workdir is required (e.g. --workdir=runs/quickstart)")
     return remaining
   except (OSError, flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
@@ -67,12 +73,15 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax, XLA) off unless asked for
     logging.set_verbosity(logging.WARNING)
   from transformer.training import loop  # after flag parsing: --help stays fast
-  from transformer.training.config import ConfigError
+  from transformer.training.config import ConfigError, format_config, validate
   if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     from transformer.training.parallel import initialize_distributed
     initialize_distributed()
   try:
-    if _DRY_RUN.value:
+    if _PRINT_CONFIG.value:
+      validate(_CONFIG.value)
+      print(format_config(_CONFIG.value))
+    elif _DRY_RUN.value:
       loop.dry_run(_CONFIG.value)
     else:
       loop.run(_CONFIG.value, _WORKDIR.value)

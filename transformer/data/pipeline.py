@@ -57,16 +57,36 @@ from transformer.data.config import (
 )
 
 
+def _stdlib_config(cfg: ml_collections.ConfigDict) -> str | stdlib_corpus.StdlibCorpusConfig:
+  """The embedded corpus's builder config of a data config (a name, or a package slice)."""
+  content = cfg.name.partition("/")[2]
+  packages = tuple(cfg.stdlib_packages)
+  return content if not packages else stdlib_corpus.StdlibCorpusConfig(
+      name=f"{content}_{'_'.join(sorted(packages))}", content=content, packages=packages,
+      description=f"{content} of the packages {packages}")
+
+
+def source_is_prepared(cfg: ml_collections.ConfigDict) -> bool:
+  """False only for an embedded corpus not yet built in `data_dir` (`prepare_source` builds it);
+  the other sources are read as they are."""
+  if cfg.source != "stdlib":
+    return True
+  return stdlib_corpus.StdlibCorpus(config=_stdlib_config(cfg), data_dir=cfg.data_dir or None,
+                                    file_format="array_record").is_prepared()
+
+
+def prepare_source(cfg: ml_collections.ConfigDict) -> None:
+  """Builds the embedded corpus of `cfg` in its `data_dir` if needed (what `open_source` does on
+  first use), so that the caller can time it."""
+  if cfg.source == "stdlib":
+    stdlib_corpus.prepare(_stdlib_config(cfg), cfg.data_dir or None)
+
+
 def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[str, Any]]:
   """The random-access records of `split` (stdlib corpus prepared on first use)."""
   data_dir = cfg.data_dir or None
   if cfg.source == "stdlib":
-    content = cfg.name.partition("/")[2]
-    packages = tuple(cfg.stdlib_packages)
-    config = content if not packages else stdlib_corpus.StdlibCorpusConfig(
-        name=f"{content}_{'_'.join(sorted(packages))}", content=content, packages=packages,
-        description=f"{content} of the packages {packages}")
-    return stdlib_corpus.prepare(config, data_dir).as_data_source(split)
+    return stdlib_corpus.prepare(_stdlib_config(cfg), data_dir).as_data_source(split)
   if cfg.source == "tfds":
     return catalog.catalog_source(cfg.name, split, data_dir)
   return local_files.read_records(cfg.file_pattern.replace("{split}", split), tasks.get_task(cfg.task).kind)

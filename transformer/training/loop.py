@@ -4,6 +4,7 @@ Both start from `assembly.assemble(config)`, which validates the config and buil
 model, optimizer, layout and steps; the resume order is `Assembly.restore_or_initialize`'s.
 """
 
+import contextlib
 import itertools
 import os
 import time
@@ -19,13 +20,22 @@ from transformer.decoding.evaluation import evaluate_seq2seq
 from transformer.models.config import ModelConfig
 from transformer.training import checkpoints, flops, parallel, samples, writer
 from transformer.training.assembly import Assembly, PrintFn, assemble
-from transformer.training.config import ConfigError
+from transformer.training.config import ConfigError, format_config
 from transformer.training.state import param_overview
 
 
 def print_flush(line: str) -> None:
   """print, flushed at once (progress stays visible when stdout is a file or pipe)."""
   print(line, flush=True)
+
+
+@contextlib.contextmanager
+def phase(print_fn: PrintFn, what: str) -> Iterator[None]:
+  """Says `what ...` before a quiet phase and `what: done in 12.3s` after it."""
+  print_fn(f"{what} ...")
+  start = time.perf_counter()
+  yield
+  print_fn(f"{what}: done in {time.perf_counter() - start:.1f}s")
 
 
 def every(step: int, interval: int, last_step: int) -> bool:
@@ -43,13 +53,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir (no config.json)")
   cfg, stage, last_step = parts.model_config, parts.stage, config.num_train_steps
   is_main = jax.process_index() == 0
+  print_fn(format_config(config, compact=True))
 
   # ------------------------------------------------------------------ tokenizer and data
   os.makedirs(workdir, exist_ok=True)
 
   def load_tokenizer():  # process 0 copies or trains it, the others then load it
     checkpoints.inherit_tokenizer(workdir, config.init_from)
-    return pipeline.load_tokenizer_for(config.data, checkpoints.tokenizer_path(workdir))
+    path = checkpoints.tokenizer_path(workdir)
+    if os.path.exists(path):
+      return pipeline.load_tokenizer_for(config.data, path)
+    if not pipeline.source_is_prepared(config.data):
+      with phase(print_fn, f"building the corpus ({config.data.name})"):
+        pipeline.prepare_source(config.data)
+    with phase(print_fn, f"training the tokenizer ({config.data.vocab_size} pieces)"):
+      return pipeline.load_tokenizer_for(config.data, path)
   tokenizer = parallel.main_process_first(load_tokenizer, "tokenizer")
   if is_main:
     checkpoints.write_config(workdir, config)
@@ -86,19 +104,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   first_step = step = int(state.step)
   pending, tokens, timer, paused, eval_metrics = [], 0, None, 0.0, {}
   if step == 0:  # the untrained (or init_from) baseline
-    eval_metrics = evaluate(state.params)
+    with phase(print_fn, f"compiling the eval step and evaluating at step 0 ({config.eval_split})"):
+      eval_metrics = evaluate(state.params)
     log_eval(0, eval_metrics)
   while step < last_step:
     batch = next(train_data)
     tokens += count_tokens(parts, batch)
-    state, sums = parts.train_step(state, parts.put_batch(batch), jax.random.fold_in(rng, step))
+    with phase(print_fn, "compiling the train step") if timer is None else contextlib.nullcontext():
+      state, sums = parts.train_step(state, parts.put_batch(batch), jax.random.fold_in(rng, step))
+      if timer is None:  # the first step compiled: throughput counts from here on
+        jax.block_until_ready(state.step)
     pending.append(sums)
     step += 1
-    if timer is None:  # the first step compiled: throughput counts from here on
-      jax.block_until_ready(state.step)
+    if timer is None:
       timer, timer_step, tokens = time.perf_counter(), step, 0
     if every(step, config.log_every_steps, last_step):
-      train_metrics = stage.summarize(sum_metrics(pending))
+      totals = sum_metrics(pending)
+      train_metrics = {**stage.summarize(totals), "grad_norm": totals["grad_norm"]}
       if not np.isfinite(train_metrics["loss"]):
         raise FloatingPointError(f"train loss is {train_metrics['loss']} at step {step}")
       elapsed = max(time.perf_counter() - timer - paused, 1e-9)
@@ -107,9 +129,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                            tokens_per_second=tokens / elapsed,  # this process's
                            steps_per_second=rate,
                            mfu=flops.mfu(step_flops, rate, peak, jax.device_count()))
-      print_fn(writer.progress_line(step, last_step, train_metrics["loss"],
-                                    train_metrics["learning_rate"], train_metrics["tokens_per_second"],
-                                    train_metrics["mfu"], (last_step - step) / rate if rate else 0.0))
+      m = train_metrics
+      print_fn(writer.progress_line(step, last_step, m["loss"], m["learning_rate"],
+                                    m["tokens_per_second"], m["mfu"],
+                                    (last_step - step) / rate if rate else 0.0,
+                                    grad_norm=m["grad_norm"]))
       if metric_writer:
         metric_writer.write(step, "train", train_metrics)
       pending = []
@@ -125,10 +149,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ finish
   manager.wait_until_finished()
   manager.close()
-  if first_step >= last_step:
-    print_fn(f"already at step {first_step} of {last_step}: nothing to train")
-    eval_metrics = evaluate(state.params)
-    print_fn("eval: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+  if first_step >= last_step:  # a finished run: stop at once (evaluating is transformer.evaluate's)
+    print_fn(f"already at step {first_step} of {last_step}: nothing to train (evaluate it with "
+             f"python -m transformer.evaluate --workdir={workdir})")
+    if metric_writer:
+      metric_writer.close()
+    return last_eval_metrics(workdir)
   show_samples = config.num_samples and config.stage != "reward"
   params = parallel.to_host(state.params) if show_samples else None  # every process joins the gather
   if metric_writer:
@@ -163,6 +189,12 @@ def evaluate_sums(parts: Assembly, params: Any, data: Iterator[Mapping[str, np.n
   return sum_metrics(pending)
 
 
+def last_eval_metrics(workdir: str) -> dict[str, float]:
+  """The latest eval record of the workdir's metrics.jsonl (without step and split), or {}."""
+  records = [r for r in writer.read_jsonl(workdir) if r["split"] == "eval"]
+  return {k: v for k, v in records[-1].items() if k not in ("step", "split")} if records else {}
+
+
 def sum_metrics(pending: list[Mapping[str, jax.Array]]) -> dict[str, float]:
   """Host-side sums of per-step metric sums (grad_norm, not a sum, is averaged)."""
   host = jax.device_get(pending)
@@ -193,9 +225,11 @@ def dry_run(config: ml_collections.ConfigDict, *, print_fn: PrintFn = print_flus
      'flops_per_step': analytic train FLOPs of the global batch}.
   """
   parts = assemble(config)
+  print_fn(format_config(config, compact=True))
   abstract_state = parts.abstract_state()
   print_fn(param_overview(abstract_state.params))
   print_fn(parallel.describe(parts.layout))
+  print_fn("compiling the train step ...")
   start = time.perf_counter()
   compiled = parts.lower_train_step().compile()
   memory = compiled.memory_analysis()

@@ -49,10 +49,15 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(step: int, num_steps: int, loss: float, learning_rate: float,
-                  tokens_per_second: float, mfu: float, eta_seconds: float) -> str:
-  """`step 120/600 | loss 3.2101 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% | ETA 2m10s`."""
-  return (f"step {step}/{num_steps} | loss {loss:.4f} | lr {learning_rate:.2e} | "
-          f"{tokens_per_second:,.0f} tok/s | MFU {100 * mfu:.1f}% | ETA {format_duration(eta_seconds)}")
+                  tokens_per_second: float, mfu: float, eta_seconds: float,
+                  grad_norm: float | None = None) -> str:
+  """`step 120/600 | loss 3.2101 | grad norm 0.412 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% |
+  ETA 2m10s` (one line; the gradient's global norm before clipping, averaged since the last
+  line; MFU in percent)."""
+  norm = "" if grad_norm is None else f" | grad norm {grad_norm:.3f}"
+  return (f"step {step}/{num_steps} | loss {loss:.4f}{norm} | lr {learning_rate:.2e} | "
+          f"{tokens_per_second:,.0f} tok/s | MFU {100 * mfu:.1f}% | "
+          f"ETA {format_duration(eta_seconds)}")
 
 
 def read_jsonl(workdir: str) -> list[dict]:
