@@ -23,6 +23,11 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   straight = workdir_for(config, "straight")
   result, log = run_logged(config, straight)
   assert "starting from scratch" in log and "sample 1" in log and "step 4/4" in log
+  assert log.startswith("config (* = differs") and "  data: source='stdlib'" in log
+  assert "compiling the train step ...\ncompiling the train step: done in " in log
+  assert "| grad norm " in log
+  records = [r for r in writer.read_jsonl(straight) if r["split"] == "train"]
+  assert all(r["grad_norm"] > 0 for r in records)
   assert {"loss", "accuracy", "perplexity"} <= set(result)
   files = set(os.listdir(straight))
   assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard", "checkpoints"} <= files
@@ -40,8 +45,11 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   assert sorted(resumed) == [1, 2, 3, 4]
   np.testing.assert_allclose([resumed[3], resumed[4]], [expected[3], expected[4]], rtol=1e-6)
 
-  _, log = run_logged(config, interrupted)
+  final, log = run_logged(config, interrupted)
   assert "resuming from the workdir's checkpoint at step 4" in log and "nothing to train" in log
+  assert "eval at" not in log and "sample 1" not in log and "sacreBLEU" not in log  # stops at once
+  assert final == {k: v for k, v in writer.read_jsonl(interrupted)[-1].items()
+                   if k not in ("step", "split")}  # the last eval of the run
   assert sorted(train_losses(interrupted)) == [1, 2, 3, 4]  # no retraining
 
 
@@ -86,3 +94,14 @@ def test_dry_run_prints_params_and_compiles(tiny_config):
   assert overview_end == f"params: {report['params']:,} ({report['params'] / 1e6:.2f}M)"
   assert any("decoder/layer_0/cross_attention" in line for line in lines)
   assert report["flops_per_step"] > 0
+
+
+def test_quiet_phases_are_announced_with_their_durations(tiny_config, tmp_path):
+  config = tiny_config("seq2seq")
+  config.data.data_dir = str(tmp_path / "tfds")  # nothing prepared: the corpus is built here
+  config.update(num_train_steps=1, bleu_eval_batches=0, num_samples=0)
+  _, log = run_logged(config, str(tmp_path / "run"))
+  for what in ("building the corpus (stdlib_corpus/summarize)",
+               "training the tokenizer (400 pieces)", "compiling the eval step and evaluating at step 0 (validation)",
+               "compiling the train step"):
+    assert f"{what} ...\n" in log and f"\n{what}: done in " in log, what

@@ -3,9 +3,11 @@ import os
 from transformer.training import writer
 
 
-def test_progress_line_shows_step_loss_lr_throughput_mfu_eta():
-  line = writer.progress_line(120, 600, 3.21012, 1.2e-3, 5412.4, 0.3123, 130)
-  assert line == "step 120/600 | loss 3.2101 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% | ETA 2m10s"
+def test_progress_line_shows_step_loss_grad_norm_lr_throughput_mfu_eta():
+  line = writer.progress_line(120, 600, 3.21012, 1.2e-3, 5412.4, 0.3123, 130, grad_norm=0.41234)
+  assert line == ("step 120/600 | loss 3.2101 | grad norm 0.412 | lr 1.20e-03 | 5,412 tok/s | "
+                  "MFU 31.2% | ETA 2m10s")
+  assert "grad norm" not in writer.progress_line(1, 2, 3.0, 1e-3, 10.0, 0.1, 5)
 
 
 def test_writer_appends_jsonl_and_events_and_plots(tmp_path):

@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from grain import python as grain
 
+from transformer import inference
 from transformer.models.config import ModelConfig
 from transformer.training.config import ConfigError, model_config
 from transformer.training.state import TrainState
@@ -141,15 +142,24 @@ def restore(manager: ocp.CheckpointManager, step: int, state: TrainState, rng: j
                     opt_state=train["opt_state"]), train["rng"]
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The finished checkpoint steps of `workdir`, ascending (none: [])."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  return sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+
+
 def restore_raw_params(workdir: str, step: int | None = None) -> tuple[Any, int]:
-  """(params as saved, step) from `workdir`'s checkpoint at `step` (default: the latest)."""
-  manager = make_manager(workdir, read_only=True)
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")
-  restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-  manager.close()
-  return restored["params"], step
+  """(params as saved, as numpy arrays; step) from `workdir`'s checkpoint at `step` (default: the
+  latest). Read with Orbax's PyTree handler (`inference.read_params`), not a read-only manager,
+  which would log a warning on every load."""
+  steps = checkpoint_steps(workdir)
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint at step {step} in {directory} (steps: {steps})")
+  return inference.read_params(os.path.join(directory, str(step), "params")), step
 
 
 # ----------------------------------------------------------------------------- later stages
