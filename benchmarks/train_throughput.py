@@ -25,7 +25,8 @@ from transformer.training import flops
 from transformer.training.assembly import assemble
 from transformer.training.config import default_config, model_section
 
-_SIZES = flags.DEFINE_list("sizes", ["quickstart", "small"], "Model sizes: quickstart, small, base.")
+_SIZES = flags.DEFINE_list("sizes", ["quickstart", "small"],
+                           "Model sizes: quickstart, small, base.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 _LENGTH = flags.DEFINE_integer("length", 128, "Input and target tokens per example.")
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size.")
@@ -40,7 +41,8 @@ SETTINGS = {  # name -> ModelConfig overrides
 
 
 def model_size(name: str, vocab_size: int) -> ModelConfig:
-  """'quickstart' (experiments/quickstart.py's model), 'small' (d 256, 3+3), or the paper's 'base'."""
+  """'quickstart' (experiments/quickstart.py's model), 'small' (d 256, 3+3), or the paper's
+  'base'."""
   if name == "base":
     return named_size("base", vocab_size=vocab_size)
   widths = {"quickstart": (128, 4, 512, 2), "small": (256, 4, 1024, 3)}

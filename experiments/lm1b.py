@@ -9,7 +9,8 @@ Data: prepare once where TensorFlow and the network are available:
   tfds build lm1b --file_format=array_record --data_dir=DIR
 
 Command:
-  python -m transformer.train --config=experiments/lm1b.py --workdir=runs/lm1b --config.data.data_dir=DIR
+  python -m transformer.train --config=experiments/lm1b.py --workdir=runs/lm1b \
+      --config.data.data_dir=DIR
 
 Runtime: on 2 CPU cores only `--dry_run` (~1 min) or a few steps for a check; the full run
 is sized for one accelerator (a few hours on one modern GPU or TPU host).
@@ -30,10 +31,11 @@ def get_config(arg: str | None = None):
   _, tiny = parse_arg(arg, "lm1b")
   c = default_config()
   c.stage = "pretrain"
-  c.data.update(source="tfds", name="lm1b", task="lm", seq_len=128, vocab_size=32_000, num_sentinels=0)
-  c.model.update(architecture="decoder_only", d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=0,
-                 num_decoder_layers=6, dropout_rate=0.1, norm_placement="pre", position_encoding="rope",
-                 max_len=128)
+  c.data.update(source="tfds", name="lm1b", task="lm", seq_len=128, vocab_size=32_000,
+                num_sentinels=0)
+  c.model.update(architecture="decoder_only", d_model=512, num_heads=8, d_ff=2048,
+                 num_encoder_layers=0, num_decoder_layers=6, dropout_rate=0.1,
+                 norm_placement="pre", position_encoding="rope", max_len=128)
   c.global_batch_size = 256
   c.num_train_steps = 100_000
   c.optimizer.update(name="adamw", schedule="cosine", learning_rate=1e-3, warmup_steps=1000,

@@ -21,7 +21,8 @@ from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The embedded-corpus causal-LM pretraining config; `arg` 'tiny' gives the seconds-long variant."""
+  """The embedded-corpus causal-LM pretraining config; `arg` 'tiny' gives the seconds-long
+  variant."""
   _, tiny = parse_arg(arg, "pretrain_lm")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=400)
   c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,

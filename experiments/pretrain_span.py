@@ -21,7 +21,8 @@ from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The embedded-corpus span-corruption pretraining config; `arg` 'tiny' gives the seconds-long variant."""
+  """The embedded-corpus span-corruption pretraining config; `arg` 'tiny' gives the
+  seconds-long variant."""
   _, tiny = parse_arg(arg, "pretrain_span")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "span_corruption", num_train_steps=300)
   c.data.num_sentinels = 32

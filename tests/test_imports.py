@@ -16,7 +16,8 @@ def module_name(path: str) -> str:
 
 def package_imports() -> dict[str, set[str]]:
   """Module -> the package modules it imports anywhere in its body (functions included)."""
-  paths = [os.path.join(d, f) for d, _, files in os.walk(PACKAGE) for f in files if f.endswith(".py")]
+  paths = [os.path.join(d, f) for d, _, files in os.walk(PACKAGE) for f in files
+           if f.endswith(".py")]
   modules = {module_name(p): p for p in paths}
   graph = {}
   for name, path in modules.items():
@@ -85,6 +86,7 @@ validate(config.value)
 print(sorted(m for m in sys.modules if m.split('.')[0] in ('grain', 'tensorflow_datasets')))
 """
   result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}, timeout=120)
+                          env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
+                          timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout

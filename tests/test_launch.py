@@ -65,16 +65,19 @@ def test_shellcheck_passes_on_every_script():
 # ------------------------------------------------------------------------------ tpu_vm.sh
 
 def expected_tpu_vm_commands(gcloud: str, archive: str) -> list[list[str]]:
-  tpu, where = [gcloud, "compute", "tpus", "tpu-vm"], ["--zone=us-central2-b", "--project=my-project"]
+  tpu, where = ([gcloud, "compute", "tpus", "tpu-vm"],
+                ["--zone=us-central2-b", "--project=my-project"])
   return [
       [*tpu, "describe", "my-pod", *where, "--format=value(state)"],
-      [*tpu, "create", "my-pod", *where, "--accelerator-type=v4-16", "--version=tpu-ubuntu2204-base"],
-      ["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "|", "env",
-       "COPYFILE_DISABLE=1", "tar", "-C", ROOT, "--null", "-T", "-", "-czf", archive],
+      [*tpu, "create", "my-pod", *where, "--accelerator-type=v4-16",
+       "--version=tpu-ubuntu2204-base"],
+      ["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "|",
+       "env", "COPYFILE_DISABLE=1", "tar", "-C", ROOT, "--null", "-T", "-", "-czf", archive],
       [*tpu, "scp", archive, "my-pod:transformer.tar.gz", *where, "--worker=all"],
       [*tpu, "ssh", "my-pod", *where, "--worker=all", "--command=" +
        "mkdir -p ~/transformer && tar -xzf ~/transformer.tar.gz -C ~/transformer && "
-       "(command -v uv >/dev/null || [ -x ~/.local/bin/uv ] || curl -LsSf https://astral.sh/uv/install.sh | sh) && "
+       "(command -v uv >/dev/null || [ -x ~/.local/bin/uv ] || "
+       "curl -LsSf https://astral.sh/uv/install.sh | sh) && "
        'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH" && '
        "([ -x ~/.venvs/transformer/bin/python ] || uv venv --python 3.11 ~/.venvs/transformer) && "
        'uv pip install --python ~/.venvs/transformer/bin/python -e "$HOME/transformer[tpu]"'],
@@ -101,7 +104,8 @@ def test_tpu_vm_dry_run_passes_awkward_flags_through_intact(tmp_path):
                 flag, "--dry_run", env={"TMPDIR": str(tmp_path)})
   assert result.returncode == 0, result.stderr
   train = commands(result.stdout)[-1][-1]  # --command=<the workers' command line>
-  assert shlex.split(train.removeprefix("--command="))[-4:] == [TRAIN[0], TRAIN[1], flag, "--dry_run"]
+  assert (shlex.split(train.removeprefix("--command="))[-4:]
+          == [TRAIN[0], TRAIN[1], flag, "--dry_run"])
   assert "# (no --accelerator_type: TPU VM t must exist; none is created)" in result.stdout
 
 
@@ -141,11 +145,13 @@ def fake_gcloud(tmp_path):
 def test_tpu_vm_runs_what_its_dry_run_prints(fake_gcloud, tmp_path):
   result, calls = fake_gcloud(*POD, *TRAIN)  # no such TPU VM yet: created
   assert result.returncode == 0, result.stderr
-  expected = expected_tpu_vm_commands(str(tmp_path / "gcloud"), f"{tmp_path}/transformer-my-pod.tar.gz")
+  expected = expected_tpu_vm_commands(str(tmp_path / "gcloud"),
+                                      f"{tmp_path}/transformer-my-pod.tar.gz")
   assert calls == [c for c in expected if c[0] != "git"]
   with tarfile.open(tmp_path / "calls.jsonl.tar.gz") as archive:  # the checkout, without .git
     names = set(archive.getnames())
-  assert {"setup.py", "transformer/train.py", "launch/tpu_vm.sh", "experiments/quickstart.py"} <= names
+  assert {"setup.py", "transformer/train.py", "launch/tpu_vm.sh",
+          "experiments/quickstart.py"} <= names
   assert not any(name.startswith((".git/", "runs/")) for name in names)
   assert not os.path.exists(tmp_path / "transformer-my-pod.tar.gz")  # removed afterwards
 
@@ -170,9 +176,11 @@ def test_tpu_vm_errors_are_clear(fake_gcloud, args, state, message):
 
 
 def test_tpu_vm_without_gcloud_says_so():
-  result = bash("launch/tpu_vm.sh", "--name=t", "--zone=z", *TRAIN, env={"GCLOUD": "/nonexistent/gcloud"})
+  result = bash("launch/tpu_vm.sh", "--name=t", "--zone=z", *TRAIN,
+                env={"GCLOUD": "/nonexistent/gcloud"})
   assert result.returncode == 2
-  assert "error: gcloud not found ('/nonexistent/gcloud'): install the Google Cloud CLI" in result.stderr
+  assert ("error: gcloud not found ('/nonexistent/gcloud'): install the Google Cloud CLI"
+          in result.stderr)
 
 
 # ------------------------------------------------------------------------------ slurm_gpu.sbatch
@@ -187,7 +195,8 @@ def test_slurm_dry_run_prints_each_task_with_its_environment():
   assert lines[0] == "# SLURM job 4242: 2 tasks on gpu07 gpu08; coordinator gpu07:24242"
   assert shlex.split(lines[1]) == [
       "srun", "--kill-on-bad-exit=1", "bash", "-c",
-      'JAX_PROCESS_ID=$SLURM_PROCID exec python -m transformer.train --distributed "$@"', "bash", *train]
+      'JAX_PROCESS_ID=$SLURM_PROCID exec python -m transformer.train --distributed "$@"',
+      "bash", *train]
   assert lines[2:] == [
       "# task 0 on gpu07:",
       "JAX_COORDINATOR_ADDRESS=gpu07:24242 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 "
@@ -212,7 +221,8 @@ def test_slurm_outside_a_job_says_so():
   result = subprocess.run(["bash", "launch/slurm_gpu.sbatch", *TRAIN], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
   assert result.returncode == 2
-  assert "error: not inside a SLURM job (SLURM_JOB_ID is unset): submit it with sbatch" in result.stderr
+  assert ("error: not inside a SLURM job (SLURM_JOB_ID is unset): submit it with sbatch"
+          in result.stderr)
 
 
 # ------------------------------------------------------------------------------ the notebook
@@ -261,7 +271,8 @@ def test_notebook_runs_on_cpu_with_a_tiny_experiment(tmp_path, monkeypatch):
   assert text.count("  -> ") == 3  # three generations
   assert "predicted words:" in text  # the explain walk
   workdir = tmp_path / "runs" / "tiny"
-  assert {"curves.png", "metrics.jsonl", "checkpoints", "tensorboard", "explain"} <= set(os.listdir(workdir))
+  assert ({"curves.png", "metrics.jsonl", "checkpoints", "tensorboard", "explain"}
+          <= set(os.listdir(workdir)))
   print(f"notebook ran in {elapsed:.0f} s")
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a stdlib corpus subset prepared once per session, and a small tokenizer trained on it."""
+"""Shared fixtures: a stdlib corpus subset prepared once per session, and a small tokenizer
+trained on it."""
 
 import pytest
 

@@ -61,7 +61,8 @@ def test_invalid_fields_are_named(field, value, message):
 
 
 def test_an_unknown_architecture_is_named_when_the_model_is_built():
-  with pytest.raises(ValueError, match=r"ModelConfig.architecture must be one of \('encoder_decoder'"):
+  with pytest.raises(ValueError,
+                     match=r"ModelConfig.architecture must be one of \('encoder_decoder'"):
     build_model(ModelConfig(architecture="encoder_only"))
 
 

@@ -17,14 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def load_experiment(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of experiments/<name>.py, loaded by path as the --config flag does."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "experiments", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
 
 
 # The experiment whose tiny variant stands for each data task in the tests.
-TASK_EXPERIMENTS = {"seq2seq": "quickstart", "lm": "pretrain_lm", "span_corruption": "pretrain_span"}
+TASK_EXPERIMENTS = {"seq2seq": "quickstart", "lm": "pretrain_lm",
+                    "span_corruption": "pretrain_span"}
 
 
 def tiny_experiment(data_dir: str, task: str = "seq2seq",
@@ -55,7 +57,8 @@ def cached_tokenizer(config, tokenizer_dir: str) -> str:
 
 @pytest.fixture
 def workdir_for(tmp_path, tokenizer_dir):
-  """workdir_for(config, name) -> a fresh workdir holding the config's (cached) trained tokenizer."""
+  """workdir_for(config, name) -> a fresh workdir holding the config's (cached) trained
+  tokenizer."""
   from transformer.training.checkpoints import tokenizer_path
 
   def make(config, name: str = "run") -> str:

@@ -32,20 +32,41 @@ Rows = Mapping[str, np.ndarray]
 
 
 def train(parts: Assembly, state: Any, rng: jax.Array,
-          batches: Sequence[Rows]) -> tuple[list[float], Any]:
-  """Losses of the next len(batches) steps of `parts` from `state`, and the state after them."""
-  losses = []
+          batches: Sequence[Rows]) -> tuple[list[dict[str, float]], Any]:
+  """{'loss', 'grad_norm'} of the next len(batches) steps of `parts` from `state`, and the state
+  after them."""
+  records = []
   for rows in batches:
-    state, sums = parts.train_step(state, parts.put_batch(rows), jax.random.fold_in(rng, int(state.step)))
-    losses.append(parts.stage.summarize(sum_metrics([sums]))["loss"])
-  return losses, state
+    state, sums = parts.train_step(state, parts.put_batch(rows),
+                                   jax.random.fold_in(rng, int(state.step)))
+    totals = sum_metrics([sums])
+    records.append({"loss": parts.stage.summarize(totals)["loss"],
+                    "grad_norm": totals["grad_norm"]})
+  return records, state
+
+
+def sgd_update(parts: Assembly, rows: Rows) -> list[np.ndarray]:
+  """The params' change after one plain-SGD step on `rows` (-rate × gradient): the gradient
+  with its scale, which Adam would normalise away."""
+  state, rng = parts.init()
+  before = parallel.to_host(state.params)
+  _, state = train(parts, state, rng, [rows])
+  after = parallel.to_host(state.params)
+  return [a - b for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before))]
+
+
+def relative_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+  """max |a - b| / max |b| over the leaves."""
+  scale = max(float(np.max(np.abs(y))) for y in b)
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)) / scale
 
 
 def global_batches(config: ml_collections.ConfigDict, tokenizer: Any, steps: int,
                    process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """The first `steps` global training batches of a run over `process_count` processes
   (their per-process rows concatenated in process order, as a global array lays them out)."""
-  iterators = [pipeline.make_dataset(config.data, "train", global_batch_size=config.global_batch_size,
+  iterators = [pipeline.make_dataset(config.data, "train",
+                                     global_batch_size=config.global_batch_size,
                                      seed=config.seed, train=True, process_index=i,
                                      process_count=process_count, tokenizer=tokenizer)
                for i in range(process_count)]
@@ -70,6 +91,14 @@ def without_dropout(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+def with_sgd(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Plain SGD at a constant rate 1, no clipping: one step's update is minus the gradient."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.optimizer.update(name="sgd", schedule="constant", learning_rate=1.0, warmup_steps=0,
+                          grad_clip_norm=0.0)
+  return config
+
+
 def max_difference(a: Sequence[float], b: Sequence[float]) -> float:
   return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
@@ -77,8 +106,9 @@ def max_difference(a: Sequence[float], b: Sequence[float]) -> float:
 def round_trip(source: Assembly, target: Assembly, state: Any, rng: jax.Array, data: Iterator,
                next_batch: Rows, directory: str) -> dict[str, Any]:
   """Saves `state` under `source`'s layout, restores it under `target`'s, and trains one more
-  step under each: the restored params must equal the saved ones and the next losses agree."""
-  saved = parallel.to_host(state.params)
+  step under each: the restored params and optimizer state must equal the saved ones and the
+  next losses agree."""
+  saved, saved_opt = parallel.to_host(state.params), parallel.to_host(state.opt_state)
   manager = checkpoints.make_manager(directory, source.config)
   checkpoints.save(manager, state, rng, data, source.config)
   manager.wait_until_finished()
@@ -87,21 +117,27 @@ def round_trip(source: Assembly, target: Assembly, state: Any, rng: jax.Array, d
   restored, restored_rng = checkpoints.restore(manager, step, template, target_rng, data)
   manager.close()
   params_equal = all(np.array_equal(a, b) for a, b in
-                     zip(jax.tree.leaves(saved), jax.tree.leaves(parallel.to_host(restored.params))))
+                     zip(jax.tree.leaves(saved),
+                         jax.tree.leaves(parallel.to_host(restored.params))))
+  opt_state_equal = all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(saved_opt), jax.tree.leaves(parallel.to_host(restored.opt_state))))
   shardings_match = all(x.sharding == s for x, s in zip(jax.tree.leaves(restored),
                                                         jax.tree.leaves(target.layout.state_sharding)))
   source_loss, _ = train(source, state, rng, [next_batch])
   target_loss, _ = train(target, restored, restored_rng, [next_batch])
+  source_loss, target_loss = [r["loss"] for r in source_loss], [r["loss"] for r in target_loss]
   return {"source": parallel.describe(source.layout), "target": parallel.describe(target.layout),
-          "params_equal": params_equal, "shardings_match": shardings_match,
+          "params_equal": params_equal, "opt_state_equal": opt_state_equal,
+          "shardings_match": shardings_match,
           "step": step, "source_loss": source_loss[0], "target_loss": target_loss[0],
           "difference": abs(source_loss[0] - target_loss[0])}
 
 
 def main(run_path: str, out_path: str) -> None:
-  """Losses over 5 steps under 1 device, jit data=8, jit 2×2×2 (dropout on) and 1 device,
-  pmap 8 (dropout off: pmap draws per-device masks); then checkpoint round trips
-  jit 2×2×2 -> 1 device and pmap 8 -> jit data=2, each followed by a 6th step."""
+  """Losses and gradient norms over 5 steps under 1 device, jit data=8, jit 2×2×2 (dropout on)
+  and 1 device, pmap 8 (dropout off: pmap draws per-device masks); one plain-SGD update under
+  each layout against one device's; then checkpoint round trips jit 2×2×2 -> 1 device and
+  pmap 8 -> jit data=2, each followed by a 6th step."""
   with open(run_path) as f:
     run = json.load(f)
   config = ml_collections.ConfigDict(run["config"])
@@ -112,12 +148,14 @@ def main(run_path: str, out_path: str) -> None:
   batches = [next(data) for _ in range(6)]
   devices = jax.devices()
   assert len(devices) == 8, devices
-  out: dict[str, Any] = {"losses": {}, "seconds": {}}
+  out: dict[str, Any] = {"losses": {}, "grad_norms": {}, "sgd_update_difference": {}, "seconds": {}}
 
   def run_layout(name: str, parts: Assembly) -> Any:
     start = time.perf_counter()
     state, rng = parts.init()
-    out["losses"][name], state = train(parts, state, rng, batches[:5])
+    records, state = train(parts, state, rng, batches[:5])
+    out["losses"][name] = [r["loss"] for r in records]
+    out["grad_norms"][name] = [r["grad_norm"] for r in records]
     out["seconds"][name] = time.perf_counter() - start
     return state, rng
 
@@ -131,6 +169,14 @@ def main(run_path: str, out_path: str) -> None:
   run_layout("1 device, no dropout", single)
   pmap = assemble(with_parallelism(plain, mode="pmap"), devices)
   pmap_state, pmap_rng = run_layout("pmap 8, no dropout", pmap)
+
+  sgd = with_sgd(plain)
+  reference_update = sgd_update(assemble(sgd, devices[:1]), batches[0])
+  for name, fields in (("jit data=8", dict(data=8)), ("jit data=2 fsdp=2 tensor=2",
+                                                      dict(data=2, fsdp=2, tensor=2)),
+                       ("pmap 8", dict(mode="pmap"))):
+    update = sgd_update(assemble(with_parallelism(sgd, **fields), devices), batches[0])
+    out["sgd_update_difference"][name] = relative_difference(update, reference_update)
 
   out["round_trips"] = [
       round_trip(sharded, reference, sharded_state, sharded_rng, data, batches[5],

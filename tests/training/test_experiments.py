@@ -13,7 +13,8 @@ from transformer.training.loop import run
 VARIANTS = {"wmt14_ende": ("base", "big"), "baselines": ("lstm", "gated_cnn", "transformer")}
 EXPERIMENTS = sorted(
     (name, ",".join(filter(None, (variant, "tiny"))))
-    for name in (os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+    for name in (os.path.basename(path)[:-3]
+                 for path in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
     for variant in VARIANTS.get(name, (None,)))
 # Tiny, :big differs from :base only in dropout, and baselines.py:transformer is pretrain_lm.py's
 # model: run them with the slow tests.

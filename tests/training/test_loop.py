@@ -30,9 +30,11 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   assert all(r["grad_norm"] > 0 for r in records)
   assert {"loss", "accuracy", "perplexity"} <= set(result)
   files = set(os.listdir(straight))
-  assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard", "checkpoints"} <= files
+  assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard",
+          "checkpoints"} <= files
   assert os.listdir(os.path.join(straight, "tensorboard"))
-  assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints")) if s.isdigit()) == [2, 4]
+  assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints"))
+                if s.isdigit()) == [2, 4]
 
   interrupted = workdir_for(config, "interrupted")
   config.async_checkpoints = True  # the data position is still the one at the saved step
@@ -58,7 +60,8 @@ def test_incompatible_workdir_is_rejected_before_training(tiny_config, workdir_f
   workdir = workdir_for(config)
   checkpoints.write_config(workdir, config)
   config.model.d_model = 64
-  with pytest.raises(ConfigError, match=r"incompatible model config \(d_model: 32 in the workdir, 64 now\)"):
+  with pytest.raises(ConfigError,
+                     match=r"incompatible model config \(d_model: 32 in the workdir, 64 now\)"):
     run(config, workdir, print_fn=lambda line: None)
 
 
@@ -72,17 +75,20 @@ def test_init_from_restores_matching_params_and_reports_fresh_ones(tiny_config, 
   finetune.model.tie_output_embedding = False  # a new output head, initialised fresh
   finetune.init_from = pretrained
   finetune.num_train_steps = 1
-  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)  # params stay put
+  # params stay put
+  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)
   finetuned = os.path.join(os.path.dirname(pretrained), "finetune")
   _, log = run_logged(finetune, finetuned)
   assert f"initialising from init_from={pretrained}" in log
-  assert "initialised fresh 1" in log and "fresh: decoder/output_projection/kernel (not in checkpoint)" in log
+  assert ("initialised fresh 1" in log
+          and "fresh: decoder/output_projection/kernel (not in checkpoint)" in log)
   assert os.path.exists(os.path.join(finetuned, "spm.model"))  # the tokenizer comes along
 
   _, before, _ = checkpoints.load_params_for_inference(pretrained)
   cfg, after, tokenizer = checkpoints.load_params_for_inference(finetuned)
   assert cfg.deterministic and not cfg.tie_output_embedding and tokenizer.endswith("spm.model")
-  np.testing.assert_array_equal(after["token_embedding"]["embedding"], before["token_embedding"]["embedding"])
+  np.testing.assert_array_equal(after["token_embedding"]["embedding"],
+                                before["token_embedding"]["embedding"])
   assert "output_projection" in after["decoder"]
 
 
@@ -102,6 +108,7 @@ def test_quiet_phases_are_announced_with_their_durations(tiny_config, tmp_path):
   config.update(num_train_steps=1, bleu_eval_batches=0, num_samples=0)
   _, log = run_logged(config, str(tmp_path / "run"))
   for what in ("building the corpus (stdlib_corpus/summarize)",
-               "training the tokenizer (400 pieces)", "compiling the eval step and evaluating at step 0 (validation)",
+               "training the tokenizer (400 pieces)",
+               "compiling the eval step and evaluating at step 0 (validation)",
                "compiling the train step"):
     assert f"{what} ...\n" in log and f"\n{what}: done in " in log, what

@@ -36,8 +36,10 @@ def test_adam_uses_the_papers_betas_and_clipping_bounds_the_update():
   grads = {"w": jnp.array([300.0, 400.0, 0.0])}
   state = tx.init(params)
   updates, _ = tx.update(grads, state, params)
-  # First Adam step: m/(sqrt(v)+eps) = g/|g| elementwise whatever the clipping; check via an explicit chain.
-  reference = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1.0, b1=0.9, b2=0.98, eps=1e-9))
+  # First Adam step: m/(sqrt(v)+eps) = g/|g| elementwise whatever the clipping; check via an
+  # explicit chain.
+  reference = optax.chain(optax.clip_by_global_norm(1.0),
+                          optax.adam(1.0, b1=0.9, b2=0.98, eps=1e-9))
   expected, _ = reference.update(grads, reference.init(params), params)
   np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
 

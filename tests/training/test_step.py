@@ -16,11 +16,13 @@ CFG = ModelConfig(architecture="decoder_only", vocab_size=50, d_model=16, num_he
 def random_batch(seed=0, size=8, length=12):
   rng = np.random.default_rng(seed)
   targets = rng.integers(4, CFG.vocab_size, size=(size, length)).astype(np.int32)
-  lengths = rng.integers(3, length + 1, size=size)  # rows of different lengths: uneven microbatch weights
+  # rows of different lengths: uneven microbatch weights
+  lengths = rng.integers(3, length + 1, size=size)
   segmentation = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
   targets = targets * segmentation
   return {"targets": jnp.asarray(targets), "targets_segmentation": jnp.asarray(segmentation),
-          "targets_position": jnp.asarray(np.broadcast_to(np.arange(length), targets.shape).astype(np.int32))}
+          "targets_position": jnp.asarray(
+              np.broadcast_to(np.arange(length), targets.shape).astype(np.int32))}
 
 
 def setup(label_smoothing=0.1):
@@ -37,17 +39,20 @@ def test_gradient_accumulation_equals_the_big_batch_gradient():
   acc_grads, acc_sums = accumulate_gradients(loss_fn, params, batch, rng, 4)
   for name in big_sums:
     np.testing.assert_allclose(acc_sums[name], big_sums[name], rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), acc_grads, big_grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               acc_grads, big_grads)
   # And the accumulated gradient is the gradient of the mean loss over all tokens of the batch.
   mean_loss = lambda p: loss_fn(p, batch, rng)[0] / loss_fn(p, batch, rng)[1]["tokens"]
   direct = jax.grad(mean_loss)(params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a / big_sums["tokens"], b, rtol=1e-4, atol=1e-6),
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a / big_sums["tokens"], b, rtol=1e-4,
+                                                       atol=1e-6),
                acc_grads, direct)
 
 
 def test_train_step_with_accumulation_matches_one_big_step():
   loss_fn, params = setup()
-  tx = optax.sgd(0.5)  # Adam's first step is sign(g): it would amplify float noise of near-zero grads
+  # Adam's first step is sign(g): it would amplify float noise of near-zero grads
+  tx = optax.sgd(0.5)
   batch, rng = random_batch(), jax.random.PRNGKey(2)
   results = []
   for accum in (1, 2):
@@ -56,7 +61,8 @@ def test_train_step_with_accumulation_matches_one_big_step():
     results.append((state, sums))
   (one, one_sums), (two, two_sums) = results
   assert int(one.step) == int(two.step) == 1
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), one.params, two.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               one.params, two.params)
   np.testing.assert_allclose(one_sums["grad_norm"], two_sums["grad_norm"], rtol=1e-4)
 
 

@@ -24,21 +24,31 @@ STDLIB_CONFIGS = {
 def default_data_config() -> ml_collections.ConfigDict:
   """The data config with defaults; every field documented in one line."""
   c = ml_collections.ConfigDict()
-  c.source = "stdlib"  # where examples come from: 'stdlib' (embedded corpus) | 'tfds' (catalog) | 'files' (glob)
-  c.name = "stdlib_corpus/text"  # 'stdlib_corpus/<text|summarize|preferences>' or a catalog name, e.g. 'lm1b'
-  c.task = "lm"  # a task of `tasks.TASKS`: 'lm' | 'prefix_lm' | 'seq2seq' | 'span_corruption' | 'preference'
-  c.seq_len = 256  # tokens per sequence: targets (lm, prefix_lm), inputs (seq2seq, span), chosen/rejected
-  c.targets_len = 0  # targets length of seq2seq / span_corruption; 0 = seq_len (span: T5's derived length)
-  c.pack = True  # pack several examples per row in training (segmentation/positions); eval is always padded
+  c.source = "stdlib"  # where examples come from: 'stdlib' (embedded corpus) | 'tfds' (catalog) |
+                       # 'files' (glob)
+  c.name = "stdlib_corpus/text"  # 'stdlib_corpus/<text|summarize|preferences>' or a catalog name,
+                                 # e.g. 'lm1b'
+  c.task = "lm"  # a task of `tasks.TASKS`: 'lm' | 'prefix_lm' | 'seq2seq' | 'span_corruption' |
+                 # 'preference'
+  c.seq_len = 256  # tokens per sequence: targets (lm, prefix_lm), inputs (seq2seq, span),
+                   # chosen/rejected
+  c.targets_len = 0  # targets length of seq2seq / span_corruption; 0 = seq_len (span: T5's derived
+                     # length)
+  c.pack = True  # pack several examples per row in training (segmentation/positions); eval is
+                 # always padded
   c.packing_bins = 0  # rows packed at once (first fit); 0 = 4 x the per-process batch
   c.data_dir = ""  # TFDS data dir (stdlib corpus prepared here on first use); '' = TFDS default
-  c.stdlib_packages = ()  # limit the stdlib corpus to these top-level packages (quick runs); () = all
-  c.file_pattern = ""  # glob of local files (source 'files'); '{split}' is replaced by the split name
-  c.vocab_size = 8000  # SentencePiece vocabulary size (incl. 4 special ids, sentinels and 256 bytes)
+  c.stdlib_packages = ()  # limit the stdlib corpus to these top-level packages (quick runs);
+                          # () = all
+  c.file_pattern = ""  # glob of local files (source 'files'); '{split}' is replaced by the split
+                       # name
+  c.vocab_size = 8000  # SentencePiece vocabulary size (incl. 4 special ids, sentinels and 256
+                       # bytes)
   c.spm_model_type = "unigram"  # 'unigram' | 'bpe' | 'char' | 'word'
   c.spm_byte_fallback = True  # unknown characters become UTF-8 byte pieces (lossless)
   c.spm_character_coverage = 0.9995  # fraction of characters covered by pieces of their own
-  c.spm_input_sentence_size = 1_000_000  # at most this many lines of the train split train SentencePiece
+  c.spm_input_sentence_size = 1_000_000  # at most this many lines of the train split train
+                                         # SentencePiece
   c.num_sentinels = 100  # span-corruption sentinels <extra_id_k>, ids 4 .. 4 + num_sentinels - 1
   c.noise_density = tasks.NOISE_DENSITY  # span corruption: fraction of tokens masked
   c.mean_span_length = tasks.MEAN_SPAN_LENGTH  # span corruption: mean masked span length
@@ -56,7 +66,8 @@ def source_kind(cfg: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
   if cfg.source == "stdlib":
     prefix, _, config = cfg.name.partition("/")
     if prefix != "stdlib_corpus" or config not in STDLIB_CONFIGS:
-      raise field_error("name", cfg.name, f"one of {[f'stdlib_corpus/{k}' for k in STDLIB_CONFIGS]}")
+      raise field_error("name", cfg.name,
+                        f"one of {[f'stdlib_corpus/{k}' for k in STDLIB_CONFIGS]}")
     return STDLIB_CONFIGS[config]
   if cfg.source == "tfds":
     if cfg.name not in catalog.CATALOG:
@@ -76,7 +87,8 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
     raise field_error("file_pattern", cfg.file_pattern, "a glob of local files for source 'files'")
   kind, _ = source_kind(cfg)
   if kind != task.kind:
-    raise field_error("task", cfg.task, f"a task for {kind} (source {cfg.source!r}, name {cfg.name!r}): "
+    raise field_error("task", cfg.task,
+                      f"a task for {kind} (source {cfg.source!r}, name {cfg.name!r}): "
                       f"{[t.name for t in tasks.TASKS.values() if t.kind == kind]}")
   for field in ("seq_len", "vocab_size"):
     if cfg[field] <= 0:
@@ -97,7 +109,8 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
     raw, _ = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)
     spans = max(1, round(round(raw * cfg.noise_density) / cfg.mean_span_length))
     if spans > cfg.num_sentinels:
-      raise field_error("num_sentinels", cfg.num_sentinels, f">= {spans} spans of a {raw}-token chunk")
+      raise field_error("num_sentinels", cfg.num_sentinels,
+                        f">= {spans} spans of a {raw}-token chunk")
 
 
 def task_lengths(cfg: ml_collections.ConfigDict) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""grain input pipeline: source -> tokenize -> task -> pack (train) or pad (eval) -> batch per process.
+r"""grain input pipeline: source -> tokenize -> task -> pack (train) or pad (eval) -> batch per
+process.
 
 The trainer calls two functions:
 
@@ -28,7 +29,8 @@ in the log. Span-corruption chunks under 2 tokens are dropped.
 
 Statistics (packing efficiency) of a config:
 
-    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.data_dir=/tmp/tfds --data.seq_len=256
+    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.data_dir=/tmp/tfds \
+        --data.seq_len=256
 """
 
 
@@ -89,7 +91,8 @@ def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[
     return stdlib_corpus.prepare(_stdlib_config(cfg), data_dir).as_data_source(split)
   if cfg.source == "tfds":
     return catalog.catalog_source(cfg.name, split, data_dir)
-  return local_files.read_records(cfg.file_pattern.replace("{split}", split), tasks.get_task(cfg.task).kind)
+  return local_files.read_records(cfg.file_pattern.replace("{split}", split),
+                                  tasks.get_task(cfg.task).kind)
 
 
 def _text(value: Any) -> str:
@@ -101,19 +104,23 @@ def record_texts(record: Mapping[str, Any], features: Sequence[str]) -> list[str
   return [_text(record[f]) for f in features]
 
 
-def load_tokenizer_for(cfg: ml_collections.ConfigDict, workdir_or_path: str) -> tokenizer_lib.Tokenizer:
-  """The SentencePiece model at `<dir>/spm.model` (or the given `.model` path); trained on first use.
+def load_tokenizer_for(cfg: ml_collections.ConfigDict,
+                       workdir_or_path: str) -> tokenizer_lib.Tokenizer:
+  """The SentencePiece model at `<dir>/spm.model` (or the given `.model` path); trained on first
+  use.
 
   Training reads at most `spm_input_sentence_size` non-blank lines of the
   train split. A stored model whose vocabulary size differs from
   `vocab_size` is rejected (ValueError).
   """
   validate_data_config(cfg)
-  path = workdir_or_path if workdir_or_path.endswith(".model") else os.path.join(workdir_or_path, tokenizer_lib.TOKENIZER_FILE)
+  path = (workdir_or_path if workdir_or_path.endswith(".model")
+          else os.path.join(workdir_or_path, tokenizer_lib.TOKENIZER_FILE))
   if os.path.exists(path):
     tok = tokenizer_lib.load_tokenizer(path)
     if tok.vocab_size != cfg.vocab_size:
-      raise field_error("vocab_size", cfg.vocab_size, f"{tok.vocab_size}, the size of the stored model {path}")
+      raise field_error("vocab_size", cfg.vocab_size,
+                        f"{tok.vocab_size}, the size of the stored model {path}")
     return tok
   _, features = source_kind(cfg)
   lines = (
@@ -130,7 +137,8 @@ def load_tokenizer_for(cfg: ml_collections.ConfigDict, workdir_or_path: str) -> 
       input_sentence_size=cfg.spm_input_sentence_size,
   )
   tokenizer_lib.save_tokenizer(tok, path)
-  logging.info("trained SentencePiece (%d pieces) on %s and saved it to %s", tok.vocab_size, cfg.name, path)
+  logging.info("trained SentencePiece (%d pieces) on %s and saved it to %s", tok.vocab_size,
+               cfg.name, path)
   return tok
 
 
@@ -158,7 +166,8 @@ class _FlatMap(grain.experimental.FlatMapTransform):
 
 
 class _SkipOverlong(grain.transforms.Filter):
-  """Keeps examples that fit the task lengths; logs the running count of skipped ones (rate-limited)."""
+  """Keeps examples that fit the task lengths; logs the running count of skipped ones
+  (rate-limited)."""
 
   def __init__(self, max_lengths: Mapping[str, int], where: str):
     self._max_lengths = dict(max_lengths)
@@ -189,15 +198,18 @@ def _identity(element: Any) -> Any:
 
 
 def _apply_task(ds: grain.IterDataset, cfg: ml_collections.ConfigDict) -> grain.IterDataset:
-  """Token arrays per record -> unpadded task examples (module-level functions: picklable for workers)."""
+  """Token arrays per record -> unpadded task examples (module-level functions: picklable for
+  workers)."""
   task = tasks.get_task(cfg.task)
   examples = functools.partial(_task_examples, task=task.name, cfg=cfg)
   ds = ds.random_map(examples) if task.random else ds.map(functools.partial(examples, rng=None))
   return grain.experimental.FlatMapIterDataset(ds, _FlatMap(_identity))
 
 
-def _packed_features(example: Mapping[str, np.ndarray], lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
-  """grain packing output -> contract names (`k_segmentation`, `k_position`), weights without extras."""
+def _packed_features(example: Mapping[str, np.ndarray],
+                     lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+  """grain packing output -> contract names (`k_segmentation`, `k_position`), weights without
+  extras."""
   out = {}
   for key in lengths:
     out[key] = example[key]
@@ -208,7 +220,8 @@ def _packed_features(example: Mapping[str, np.ndarray], lengths: Mapping[str, in
 
 
 def _fill_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-  """Casts (ids int32, weights float32) and fills the batch up to `rows` rows of padding (positions arange)."""
+  """Casts (ids int32, weights float32) and fills the batch up to `rows` rows of padding
+  (positions arange)."""
   out = {}
   for key, value in batch.items():
     value = value.astype(np.float32 if key.endswith("_weights") else np.int32)
@@ -230,7 +243,8 @@ def make_dataset(
     process_count: int,
     tokenizer: tokenizer_lib.Tokenizer,
 ) -> grain.DatasetIterator:
-  """A checkpointable iterator of this process's batches, each [global_batch_size / process_count, L].
+  """A checkpointable iterator of this process's batches, each
+  [global_batch_size / process_count, L].
 
   train=True: records sharded by process, shuffled with `seed` anew each epoch,
   repeated forever, packed if `cfg.pack`. train=False: one pass in order,
@@ -238,17 +252,21 @@ def make_dataset(
   """
   validate_data_config(cfg)
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise field_error("global_batch_size", global_batch_size, f"a positive multiple of process_count={process_count}")
+    raise field_error("global_batch_size", global_batch_size,
+                      f"a positive multiple of process_count={process_count}")
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index: got {process_index}, expected 0 <= index < process_count={process_count}")
+    raise ValueError(f"process_index: got {process_index}, expected 0 <= index < "
+                     f"process_count={process_count}")
   if cfg.task == "span_corruption" and tokenizer.num_sentinels < cfg.num_sentinels:
-    raise field_error("num_sentinels", cfg.num_sentinels, f"<= {tokenizer.num_sentinels}, the tokenizer's")
+    raise field_error("num_sentinels", cfg.num_sentinels,
+                      f"<= {tokenizer.num_sentinels}, the tokenizer's")
   batch_size = global_batch_size // process_count
   lengths = task_lengths(cfg)
   _, features = source_kind(cfg)
   source = open_source(cfg, split)
   if len(source) == 0:  # pylint: disable=g-explicit-length-test
-    raise ValueError(f"data.name/file_pattern: split {split!r} of {cfg.name or cfg.file_pattern!r} has no examples")
+    raise ValueError(f"data.name/file_pattern: split {split!r} of "
+                     f"{cfg.name or cfg.file_pattern!r} has no examples")
 
   ds = grain.MapDataset.source(source)[process_index::process_count]
   if train:
@@ -267,14 +285,17 @@ def make_dataset(
   ds = ds.batch(batch_size, drop_remainder=train)
   ds = ds.map(functools.partial(_fill_rows, rows=batch_size))
   if cfg.num_workers:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside `app.run` use defaults.
+    # grain's workers read absl flags; outside `app.run` use defaults.
+    if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
   return iter(ds)
 
 
-def packing_stats(batches: Iterator[Mapping[str, np.ndarray]], num_batches: int) -> dict[str, float]:
-  """Non-padding fraction and segments per row of each `*_segmentation` feature over `num_batches` batches."""
+def packing_stats(batches: Iterator[Mapping[str, np.ndarray]],
+                  num_batches: int) -> dict[str, float]:
+  """Non-padding fraction and segments per row of each `*_segmentation` feature over
+  `num_batches` batches."""
   tokens, cells, segments, rows = {}, {}, {}, 0
   for batch in itertools.islice(batches, num_batches):
     for key, seg in batch.items():
@@ -305,8 +326,10 @@ if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-  config_flags.DEFINE_config_dict("data", default_data_config(), "Data config; override fields with --data.x=y.")
-  flags.DEFINE_string("workdir", "/tmp/transformer_data", "Where spm.model is trained on first use and reused.")
+  config_flags.DEFINE_config_dict("data", default_data_config(),
+                                  "Data config; override fields with --data.x=y.")
+  flags.DEFINE_string("workdir", "/tmp/transformer_data",
+                      "Where spm.model is trained on first use and reused.")
   flags.DEFINE_integer("batch_size", 64, "Global batch size.")
   flags.DEFINE_integer("num_batches", 100, "Batches to measure.")
   app.run(main)

@@ -44,13 +44,15 @@ def _ids(*parts: np.ndarray) -> np.ndarray:
 
 
 def lm_chunks(tokens: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]:
-  """A document [n] -> [{'targets': [<= seq_len]}, ...]: tokens + EOS cut into consecutive chunks."""
+  """A document [n] -> [{'targets': [<= seq_len]}, ...]: tokens + EOS cut into consecutive
+  chunks."""
   stream = _ids(tokens, _EOS)
   return [{"targets": stream[i : i + seq_len]} for i in range(0, len(stream), seq_len)]
 
 
 def split_chunks(tokens: np.ndarray, length: int) -> list[np.ndarray]:
-  """A document [n] -> consecutive pieces of at most `length` tokens (no EOS; for span corruption)."""
+  """A document [n] -> consecutive pieces of at most `length` tokens (no EOS; for span
+  corruption)."""
   return [tokens[i : i + length] for i in range(0, len(tokens), length)]
 
 
@@ -60,14 +62,17 @@ def seq2seq(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def prefix_lm(prompt: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on the prompt)."""
+  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on
+  the prompt)."""
   return {
       "targets": _ids(prompt, target, _EOS),
-      "targets_weights": np.concatenate([np.zeros(len(prompt), np.float32), np.ones(len(target) + 1, np.float32)]),
+      "targets_weights": np.concatenate([np.zeros(len(prompt), np.float32),
+                                         np.ones(len(target) + 1, np.float32)]),
   }
 
 
-def preference(prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
+def preference(prompt: np.ndarray, chosen: np.ndarray,
+               rejected: np.ndarray) -> dict[str, np.ndarray]:
   """-> {'chosen', 'rejected'}: prompt + response + EOS, and `*_weights` 1.0 on response and EOS."""
   out = {}
   for key, response in (("chosen", chosen), ("rejected", rejected)):
@@ -112,7 +117,8 @@ def corrupt_spans(
   span_start = mask & ~np.concatenate([[False], mask[:-1]])
   span_index = np.cumsum(span_start) - 1
   sentinels = np.array([sentinel(k) for k in range(int(span_start.sum()))], np.int32)
-  inputs = np.where(span_start, sentinels[np.maximum(span_index, 0)] if len(sentinels) else 0, tokens)
+  inputs = np.where(span_start, sentinels[np.maximum(span_index, 0)] if len(sentinels) else 0,
+                    tokens)
   targets = [_ids([s], tokens[(span_index == k) & mask]) for k, s in enumerate(sentinels)]
   return {"inputs": _ids(inputs[~mask | span_start], _EOS), "targets": _ids(*targets, _EOS)}
 
@@ -127,9 +133,11 @@ def span_corruption(
 
 
 def span_corruption_lengths(
-    inputs_length: int, noise_density: float = NOISE_DENSITY, mean_span_length: float = MEAN_SPAN_LENGTH,
+    inputs_length: int, noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH,
 ) -> tuple[int, int]:
-  """(raw tokens per chunk, targets length) such that corrupted inputs + EOS fill `inputs_length` (T5's helper)."""
+  """(raw tokens per chunk, targets length) such that corrupted inputs + EOS fill `inputs_length`
+  (T5's helper)."""
 
   def lengths(n: int) -> tuple[int, int]:
     noise = int(round(n * noise_density))

@@ -63,7 +63,8 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
     copies = num_rows // inputs.shape[0]
     encoder_args = tuple(jnp.repeat(x, copies, axis=0) for x in (encoded, segmentation))
   elif inputs is not None:
-    raise ValueError("a model without an encoder takes its prompt as a decoder prefix, not as inputs")
+    raise ValueError("a model without an encoder takes its prompt as a decoder prefix, "
+                     "not as inputs")
 
   def decode(extra: dict[str, Any], tokens: jnp.ndarray, **kwargs: Any) -> Any:
     """model.decode on [rows, length] decoder input tokens with the encoder output, if any."""

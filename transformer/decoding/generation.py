@@ -95,7 +95,8 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
   num_new = num_new_tokens(config, prompts.shape[1], max_new_tokens)
   return _generate(config, params, prompts, rng if rng is not None else jax.random.key(0),
                    jnp.float32(alpha), jnp.float32(temperature), jnp.int32(top_k),
-                   jnp.float32(top_p), method=method, num_new=num_new, limited=max_new_tokens is not None,
+                   jnp.float32(top_p), method=method, num_new=num_new,
+                   limited=max_new_tokens is not None,
                    beam_size=beam_size if method == "beam" else 1,
                    use_cache=use_cache and model_class.kv_cache)
 

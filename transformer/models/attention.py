@@ -1,7 +1,8 @@
 """Multi-head scaled dot-product attention (paper §3.2) and its masks.
 
   Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
-  MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+  MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+      head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
 Masks are boolean, True where a query may attend to a key. Padding and packing
 are both expressed through segmentation ids: tokens of one packed example share
@@ -126,7 +127,8 @@ class MultiHeadAttention(nn.Module):
       value = projection("value", axes)(inputs_kv)  # [batch, kv_len, heads, d_v]
     if self.use_rope:
       query, key = apply_rope(query, positions_q), apply_rope(key, positions_kv)
-    for name, array in (("q", query), ("k", key), ("v", value)):  # "query" etc. name the projections
+    # "query" etc. name the projections
+    for name, array in (("q", query), ("k", key), ("v", value)):
       self.sow("intermediates", name, array)
     if cfg.decode and self.decode_cache == "fixed" and not reuse_cache:
       self.put_variable("cache", "cached_key", key)

@@ -37,7 +37,8 @@ from transformer.models.sequences import segment_starts, segmentation_or_default
 
 
 def lstm_step(recurrent_kernel: jnp.ndarray, carry: tuple[jnp.ndarray, jnp.ndarray],
-              inputs: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[tuple[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+              inputs: tuple[jnp.ndarray, jnp.ndarray]
+              ) -> tuple[tuple[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
   """One LSTM step, the state zeroed first where a segment starts.
 
   Gates in the order input, forget, cell, output:
@@ -90,7 +91,8 @@ class LSTMLayer(nn.Module):
         nn.initializers.orthogonal(), ("embed", "mlp")), (d, 4 * d), cfg.jnp_param_dtype)
     bias = self.param("bias", nn.with_logical_partitioning(_forget_bias_one, ("mlp",)),
                       (4 * d,), cfg.jnp_param_dtype)
-    projected = x.astype(dtype) @ jnp.asarray(kernel, dtype) + jnp.asarray(bias, dtype)  # [b, l, 4d]
+    # [b, l, 4d]
+    projected = x.astype(dtype) @ jnp.asarray(kernel, dtype) + jnp.asarray(bias, dtype)
     batch = x.shape[0]
     zeros = jnp.zeros((batch, d), dtype)
     step = functools.partial(lstm_step, jnp.asarray(recurrent_kernel, dtype))
@@ -126,7 +128,8 @@ class GatedConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, segmentation: jnp.ndarray) -> jnp.ndarray:
-    """x: [batch, length, d_model], segmentation: int [batch, length] -> [batch, length, d_model]."""
+    """x: [batch, length, d_model], segmentation: int [batch, length]
+    -> [batch, length, d_model]."""
     cfg = self.config
     d, k, dtype = cfg.d_model, cfg.conv_kernel_size, cfg.jnp_dtype
     kernel = self.param("kernel", nn.with_logical_partitioning(
@@ -160,7 +163,8 @@ class _BaselineLM(nn.Module):
   def forward_macs(cls, cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
     """Matmul multiply-adds of one forward pass: per token L·block_macs + V d [blocks, logits]."""
     del inputs_len
-    return targets_len * (cfg.num_decoder_layers * cls.block_macs(cfg) + cfg.vocab_size * cfg.d_model)
+    return targets_len * (cfg.num_decoder_layers * cls.block_macs(cfg)
+                          + cfg.vocab_size * cfg.d_model)
 
   def setup(self):
     self.embedding = TokenEmbedding(self.config, name="token_embedding")
@@ -180,7 +184,8 @@ class _BaselineLM(nn.Module):
     del targets_position
     cfg = self.config
     segmentation = segmentation_or_default(decoder_input_tokens, targets_segmentation)
-    x = self.embedding_dropout(self.embedding(decoder_input_tokens), deterministic=cfg.deterministic)
+    x = self.embedding_dropout(self.embedding(decoder_input_tokens),
+                               deterministic=cfg.deterministic)
     for layer in self.layers:
       x = layer(x, segmentation)
     return self.embedding.attend(x).astype(jnp.float32)

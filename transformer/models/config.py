@@ -87,7 +87,8 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.position_encoding='rope' needs an even head dimension "
                        f"(d_model / num_heads), got {self.head_dim}")
     if self.position_encoding == "sinusoidal" and self.d_model % 2:
-      raise ValueError(f"ModelConfig.d_model must be even for sinusoidal positions, got {self.d_model}")
+      raise ValueError(f"ModelConfig.d_model must be even for sinusoidal positions, "
+                       f"got {self.d_model}")
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")

@@ -51,7 +51,8 @@ ARCHITECTURES: Mapping[str, type[nn.Module]] = {
 def architecture(name: str) -> type[nn.Module]:
   """The model class called `name`; ValueError naming the choices otherwise."""
   if name not in ARCHITECTURES:
-    raise ValueError(f"ModelConfig.architecture must be one of {tuple(ARCHITECTURES)}, got {name!r}")
+    raise ValueError(f"ModelConfig.architecture must be one of {tuple(ARCHITECTURES)}, "
+                     f"got {name!r}")
   return ARCHITECTURES[name]
 
 

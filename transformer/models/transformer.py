@@ -2,7 +2,8 @@
 
 Data flow of the encoder-decoder, read top to bottom:
 
-  inputs [b, s] --embed * sqrt(d_model) + positions, dropout--> N x EncoderLayer --> encoded [b, s, d]
+  inputs [b, s] --embed * sqrt(d_model) + positions, dropout--> N x EncoderLayer
+      --> encoded [b, s, d]
   targets [b, t] --shift right (BOS first)--> embed + positions, dropout
       --> N x DecoderLayer(masked self-attention, cross-attention on encoded, FFN)
       --> tied projection (embedding^T) --> logits [b, t, vocab]  (softmax lives in the loss)

@@ -78,7 +78,8 @@ class Assembly:
     init_rng, rng = (parallel.replicate(self.layout, key) for key in
                      np.asarray(jax.random.split(jax.random.PRNGKey(self.config.seed))))
     state = parallel.init_state(
-        self.layout, lambda key: create_train_state(init_params(self.model, key), self.tx), init_rng)
+        self.layout, lambda key: create_train_state(init_params(self.model, key), self.tx),
+        init_rng)
     return state, rng
 
   def abstract_state(self) -> TrainState:

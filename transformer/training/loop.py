@@ -49,8 +49,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ config, workdir, parts
   parts = assemble(config)
   checkpoints.check_compatible(workdir, config)
-  if config.init_from and not os.path.exists(os.path.join(config.init_from, checkpoints.CONFIG_FILE)):
-    raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir (no config.json)")
+  if config.init_from and not os.path.exists(os.path.join(config.init_from,
+                                                          checkpoints.CONFIG_FILE)):
+    raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir "
+                      "(no config.json)")
   cfg, stage, last_step = parts.model_config, parts.stage, config.num_train_steps
   is_main = jax.process_index() == 0
   print_fn(format_config(config, compact=True))
@@ -156,7 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       metric_writer.close()
     return last_eval_metrics(workdir)
   show_samples = config.num_samples and config.stage != "reward"
-  params = parallel.to_host(state.params) if show_samples else None  # every process joins the gather
+  # every process joins the gather
+  params = parallel.to_host(state.params) if show_samples else None
   if metric_writer:
     metric_writer.close()
     print_fn(f"curves: {writer.plot_curves(workdir)}")
@@ -185,7 +188,8 @@ def evaluate_sums(parts: Assembly, params: Any, data: Iterator[Mapping[str, np.n
       break
     pending.append(parts.eval_step(params, parts.put_batch(batch)))
   if not pending:
-    raise ValueError("the eval split gave no batches (are all its examples longer than the config's lengths?)")
+    raise ValueError("the eval split gave no batches (are all its examples longer than the "
+                     "config's lengths?)")
   return sum_metrics(pending)
 
 
@@ -215,7 +219,8 @@ def count_tokens(parts: Assembly, batch: Mapping[str, np.ndarray]) -> int:
 
 # ------------------------------------------------------------------------------ dry run
 
-def dry_run(config: ml_collections.ConfigDict, *, print_fn: PrintFn = print_flush) -> dict[str, Any]:
+def dry_run(config: ml_collections.ConfigDict, *,
+            print_fn: PrintFn = print_flush) -> dict[str, Any]:
   """Builds the model, prints its parameter overview, compiles the train step ahead of time.
 
   Nothing is allocated beyond what compilation needs and no data is read.

@@ -103,7 +103,8 @@ def summarize_tokens(sums: Mapping[str, float]) -> dict[str, float]:
   """loss, nll (per token), token accuracy, perplexity = exp(nll), tokens."""
   tokens = max(float(sums["tokens"]), 1.0)
   nll = float(sums["nll"]) / tokens
-  return {"loss": float(sums["loss"]) / tokens, "nll": nll, "accuracy": float(sums["correct"]) / tokens,
+  return {"loss": float(sums["loss"]) / tokens, "nll": nll,
+          "accuracy": float(sums["correct"]) / tokens,
           "perplexity": float(np.exp(min(nll, 50.0))), "tokens": float(sums["tokens"])}
 
 
@@ -123,7 +124,8 @@ def mean_log_likelihood_score(model: nn.Module) -> ScoreFn:
 
 
 def pairwise_loss(score_fn: ScoreFn) -> LossFn:
-  """Bradley-Terry: -log σ(score(chosen) - score(rejected)) summed over pairs; sums loss, correct, pairs."""
+  """Bradley-Terry: -log σ(score(chosen) - score(rejected)) summed over pairs; sums loss,
+  correct, pairs."""
   def loss_fn(params, batch, rng):
     chosen_rng, rejected_rng = jax.random.split(rng)
     margin = (score_fn(params, batch["chosen"], batch["chosen_weights"], chosen_rng)

@@ -72,7 +72,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominat
       grads, sums = jax.lax.psum((grads, sums), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums[denominator], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state)
     return new_state, {**sums, "grad_norm": optax.global_norm(grads)}
   return train_step

@@ -45,7 +45,8 @@ def format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
-  return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+  return (f"{hours}h{minutes:02d}m" if hours
+          else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"))
 
 
 def progress_line(step: int, num_steps: int, loss: float, learning_rate: float,
@@ -69,11 +70,14 @@ def read_jsonl(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(workdir: str, names: tuple[str, ...] = ("loss", "accuracy", "learning_rate")) -> str:
-  """Plots train and eval curves of `names` from metrics.jsonl to `workdir/curves.png`; returns the path."""
+def plot_curves(workdir: str,
+                names: tuple[str, ...] = ("loss", "accuracy", "learning_rate")) -> str:
+  """Plots train and eval curves of `names` from metrics.jsonl to `workdir/curves.png`; returns
+  the path."""
   records = read_jsonl(workdir)
   names = tuple(n for n in names if any(n in r for r in records))
-  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.6), squeeze=False)
+  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.6),
+                           squeeze=False)
   for ax, name in zip(axes[0], names):
     for split in ("train", "eval"):
       points = sorted({r["step"]: r[name] for r in records
