@@ -48,7 +48,7 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   np.testing.assert_allclose([resumed[3], resumed[4]], [expected[3], expected[4]], rtol=1e-6)
 
   final, log = run_logged(config, interrupted)
-  assert "resuming from the workdir's checkpoint at step 4" in log and "nothing to train" in log
+  assert "already at step 4 of 4" in log and "nothing to train" in log
   assert "eval at" not in log and "sample 1" not in log and "sacreBLEU" not in log  # stops at once
   assert final == {k: v for k, v in writer.read_jsonl(interrupted)[-1].items()
                    if k not in ("step", "split")}  # the last eval of the run

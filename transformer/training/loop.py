@@ -56,6 +56,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   cfg, stage, last_step = parts.model_config, parts.stage, config.num_train_steps
   is_main = jax.process_index() == 0
   print_fn(format_config(config, compact=True))
+  saved_steps = checkpoints.checkpoint_steps(workdir)
+  if saved_steps and saved_steps[-1] >= last_step:  # finished: stop at once, read nothing
+    print_fn(f"already at step {saved_steps[-1]} of {last_step} "
+             f"({os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(saved_steps[-1]))}): "
+             f"nothing to train; evaluate it with python -m transformer.evaluate "
+             f"--workdir={workdir}")
+    return last_eval_metrics(workdir)
 
   # ------------------------------------------------------------------ tokenizer and data
   os.makedirs(workdir, exist_ok=True)
@@ -103,7 +110,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   metric_writer = writer.MetricWriter(workdir) if is_main else None
   peak = flops.peak_flops_per_device(config.peak_flops_per_device)
   step_flops = parts.flops_per_step()
-  first_step = step = int(state.step)
+  step = int(state.step)
   pending, tokens, timer, paused, eval_metrics = [], 0, None, 0.0, {}
   if step == 0:  # the untrained (or init_from) baseline
     with phase(print_fn, f"compiling the eval step and evaluating at step 0 ({config.eval_split})"):
@@ -151,12 +158,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ finish
   manager.wait_until_finished()
   manager.close()
-  if first_step >= last_step:  # a finished run: stop at once (evaluating is transformer.evaluate's)
-    print_fn(f"already at step {first_step} of {last_step}: nothing to train (evaluate it with "
-             f"python -m transformer.evaluate --workdir={workdir})")
-    if metric_writer:
-      metric_writer.close()
-    return last_eval_metrics(workdir)
   show_samples = config.num_samples and config.stage != "reward"
   # every process joins the gather
   params = parallel.to_host(state.params) if show_samples else None
