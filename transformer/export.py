@@ -12,11 +12,9 @@ latest checkpoint's, --step's, the mean of the last --average_last checkpoints, 
 average (--averaged). Usage errors are one line on stderr (exit status 2).
 """
 
-import os
-
 from absl import app, flags, logging
 
-from transformer import command_line, inference
+from transformer import command_line
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir to export.", required=True)
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The folder to write (replaced if it is an "
@@ -28,27 +26,14 @@ _AVERAGED = flags.DEFINE_string(
     "averaged", None, "A saved average (DIR/averaged/step<N>-avg<K>) to export.")
 
 
-def export(workdir: str, export_dir: str, *, step: int | None = None, average_last: int = 0,
-           averaged: str | None = None) -> dict:
-  """Writes the export folder of the run in `workdir`; returns its export.json content."""
-  from transformer.training import averaging, checkpoints
-
-  model_config, params, tokenizer_file, steps = averaging.load_for_inference(
-      workdir, step=step, average_last=average_last, averaged=averaged)
-  if os.path.exists(export_dir) and os.listdir(export_dir) and not inference.is_export(export_dir):
-    raise ValueError(f"--export_dir={export_dir} exists and is not an export: choose a new folder")
-  inference.write_export(export_dir, model_config, params, tokenizer_file, steps=steps,
-                         workdir=os.path.abspath(workdir),
-                         config=checkpoints.read_config(workdir).to_dict())
-  return inference.read_export_info(export_dir)
-
-
 def main(argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  from transformer.training.export import export_run
+
   try:
-    info = export(_WORKDIR.value, _EXPORT_DIR.value, step=_STEP.value,
+    info = export_run(_WORKDIR.value, _EXPORT_DIR.value, step=_STEP.value,
                   average_last=_AVERAGE_LAST.value, averaged=_AVERAGED.value)
   except (FileNotFoundError, ValueError) as e:
     command_line.fail(f"--workdir={_WORKDIR.value}: {e}")
