@@ -1,6 +1,7 @@
 """The generate command: loading a workdir, reading prompts, one output per prompt."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -75,3 +76,51 @@ def test_outputs_print_as_one_line_each():
   text = "a\nb\rc\x0bd\u2028e"
   assert len(one_line(text).splitlines()) == 1
   assert one_line(text) == "a\\nb\\rc\\x0bd\\u2028e"
+
+
+def test_jsonl_prompts_may_hold_line_breaks(tmp_path, monkeypatch):
+  prompts = ["def add(a, b):\n    return a + b", "class Box:\r\n    pass", "one line"]
+  path = tmp_path / "prompts.jsonl"
+  path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts) + "\n")
+  assert read_prompts(None, str(path)) == prompts
+  monkeypatch.setattr(sys, "stdin", open(path))
+  assert read_prompts(None, None, jsonl=True) == prompts
+  (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\n{"text": "b"}\n')
+  with pytest.raises(ValueError, match=r'bad.jsonl:2: expected an object \{"prompt": "..."\}'):
+    read_prompts(None, str(tmp_path / "bad.jsonl"))
+  (tmp_path / "broken.jsonl").write_text('{"prompt": "a"\n')
+  with pytest.raises(ValueError, match=r"broken.jsonl:1: not JSON"):
+    read_prompts(None, str(tmp_path / "broken.jsonl"))
+
+
+def generate_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, "-m", "transformer.generate", *args], cwd=root,
+                        env={**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"},
+                        capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_the_command_reads_jsonl_and_prints_no_library_warnings(workdir, tmp_path):
+  path = tmp_path / "prompts.jsonl"
+  path.write_text(json.dumps({"prompt": "def f(x):\n    return x"}) + "\n"
+                  + json.dumps({"prompt": "the fox"}) + "\n")
+  result = generate_command(f"--workdir={workdir[0]}", f"--prompts_file={path}",
+                            "--max_new_tokens=4")
+  assert result.returncode == 0, result.stderr
+  assert len(result.stdout.splitlines()) == 2
+  assert "read only" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+  assert not result.stderr.strip(), result.stderr  # nothing at all on stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--promt=x"], "error: Unknown command line flag 'promt'"),
+    (["--method=bogus"], "error: flag --method=bogus: value should be one of <greedy|beam|sample>"),
+    (["--step=99", "--prompt=x"], "error: --workdir=WORKDIR: no checkpoint at step 99 in"),
+    (["--prompt= "], "error: prompt 0 is empty"),
+])
+def test_usage_errors_are_one_line(workdir, args, message):
+  result = generate_command(f"--workdir={workdir[0]}", *args)
+  assert result.returncode == 2 and result.stdout == ""
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(message.replace("WORKDIR", str(workdir[0]))), (
+      result.stderr)
