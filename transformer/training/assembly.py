@@ -119,16 +119,18 @@ class Assembly:
     Args:
       manager: the workdir's checkpoint manager (`checkpoints.make_manager`).
       data_iterator: the train data iterator; moved to the saved position on a resume.
-      print_fn: where the one line saying which case applied goes.
+      print_fn: where the one line saying which case applied goes (and one line per damaged
+        checkpoint set aside on the way: `checkpoints.restore_latest`).
     """
     state, rng = self.init()
-    latest = manager.latest_step()
-    if latest is not None:
-      print_fn(f"resuming from the workdir's checkpoint at step {latest} "
-               f"({os.path.join(str(manager.directory), str(latest))})")
-      state, rng = checkpoints.restore(manager, latest, state, rng, data_iterator)
+    resumed = checkpoints.restore_latest(manager, state, rng, data_iterator, print_fn)
+    if resumed is not None:
+      step, state, rng = resumed
+      print_fn(f"resuming from the workdir's checkpoint at step {step} "
+               f"({os.path.join(str(manager.directory), str(step))})")
     elif self.config.init_from:
-      loaded, step = checkpoints.restore_raw_params(self.config.init_from)
+      loaded, step = checkpoints.restore_raw_params(
+          self.config.init_from, print_fn=print_fn, sharding_for=self._param_sharding(state))
       params, restored, fresh = checkpoints.merge_params(state.params, loaded)
       print_fn(f"initialising from init_from={self.config.init_from} (step {step}): restored "
                f"{len(restored)} params, initialised fresh {len(fresh)}"
@@ -137,6 +139,18 @@ class Assembly:
     else:
       print_fn("starting from scratch (no checkpoint in the workdir, no init_from)")
     return parallel.put_state(self.layout, state), rng
+
+  def _param_sharding(self, state: TrainState) -> Callable[[str, tuple[int, ...]], Any]:
+    """sharding_for(path, shape) of an init_from param: this run's sharding of the param of
+    that path and shape, else replicated (a param this run does not keep)."""
+    shardings = {jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(x.shape), s)
+                 for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(state.params),
+                                         jax.tree.leaves(self.layout.state_sharding.params))}
+
+    def sharding_for(path: str, shape: tuple[int, ...]) -> Any:
+      mine = shardings.get(path)
+      return mine[1] if mine and mine[0] == shape else self.layout.replicated
+    return sharding_for
 
 
 def assemble(config: ml_collections.ConfigDict,
