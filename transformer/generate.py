@@ -9,6 +9,10 @@ Prompts come from --prompt, else --prompts_file (one per line), else standard in
 (one per line). Empty prompts are errors; too long prompts are truncated with a
 warning; see transformer/decoding/prompts.py. Line breaks in outputs are printed
 escaped ('\n') so that output line i answers prompt i.
+
+The latest intact checkpoint is used: a damaged later one is reported on stderr in one line
+and set aside (`training/integrity.py`). Bad inputs are one line on stderr, exit status 2
+(`transformer.cli`).
 """
 
 import sys
@@ -16,7 +20,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from transformer import decoding
+from transformer import cli, decoding
 from transformer.data.tokenizer import Tokenizer, load_tokenizer
 from transformer.models.config import ModelConfig
 from transformer.training import checkpoints
@@ -42,8 +46,10 @@ LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines 
 
 def load_for_generation(workdir: str, step: int | None = None
                         ) -> tuple[ModelConfig, Any, Tokenizer]:
-  """(eval model config, params, tokenizer) of the training run in `workdir`."""
-  model_config, params, tokenizer_file = checkpoints.load_params_for_inference(workdir, step)
+  """(eval model config, params, tokenizer) of the training run in `workdir`; a damaged
+  checkpoint set aside on the way is reported on stderr."""
+  model_config, params, tokenizer_file = checkpoints.load_params_for_inference(
+      workdir, step, print_fn=lambda line: print(line, file=sys.stderr, flush=True))
   return model_config, params, load_tokenizer(tokenizer_file)
 
 
@@ -84,4 +90,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -315,9 +315,16 @@ def packing_stats(batches: Iterator[Mapping[str, np.ndarray]], num_batches: int)
 
 
 def main(argv: Sequence[str]) -> None:
-  """Prints packing statistics (JSON) of the --data config on its train split."""
-  del argv
+  """Prints packing statistics (JSON) of the --data config on its train split; bad flags,
+  paths and data are one line on stderr, exit status 2, before the tokenizer trains."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
   cfg = flags.FLAGS.data
+  for name in ("batch_size", "num_batches"):
+    if flags.FLAGS[name].value < 1:
+      raise ValueError(f"--{name} must be >= 1, got {flags.FLAGS[name].value}")
+  cli.check_output_dir(flags.FLAGS.workdir, "--workdir")
+  check_data(cfg, {"train": "the split measured"}, prefix="--")
   tok = load_tokenizer_for(cfg, flags.FLAGS.workdir)
   it = make_dataset(cfg, "train", global_batch_size=flags.FLAGS.batch_size, seed=0, train=True,
                     process_index=0, process_count=1, tokenizer=tok)
@@ -326,11 +333,10 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_dict("data", default_data_config(), "Data config; override fields with --data.x=y.")
   flags.DEFINE_string("workdir", "/tmp/transformer_data", "Where spm.model is trained on first use and reused.")
   flags.DEFINE_integer("batch_size", 64, "Global batch size.")
   flags.DEFINE_integer("num_batches", 100, "Batches to measure.")
-  app.run(main)
+  cli.run(main)

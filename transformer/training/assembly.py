@@ -58,6 +58,7 @@ class Assembly:
     train_step: (state, global batch, rng) -> (state, sums), jit- or pmap-compiled for the
       layout (compiled on first call), donating the old state.
     eval_step: (params, global batch) -> sums, compiled for the layout.
+    init_state: init rng -> the state at step 0, computed into the layout (compiled once).
   """
 
   config: ml_collections.ConfigDict
@@ -72,14 +73,13 @@ class Assembly:
   pure_train_step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]
   train_step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]
   eval_step: Callable[[Any, Batch], Sums]
+  init_state: Callable[[jax.Array], TrainState]
 
   def init(self) -> tuple[TrainState, jax.Array]:
     """(state at step 0, dropout rng) in the layout, both from `config.seed`."""
     init_rng, rng = (parallel.replicate(self.layout, key) for key in
                      np.asarray(jax.random.split(jax.random.PRNGKey(self.config.seed))))
-    state = parallel.init_state(
-        self.layout, lambda key: create_train_state(init_params(self.model, key), self.tx), init_rng)
-    return state, rng
+    return self.init_state(init_rng), rng
 
   def abstract_state(self) -> TrainState:
     """The state's ShapeDtypeStructs (nothing allocated)."""
@@ -165,9 +165,12 @@ def assemble(config: ml_collections.ConfigDict,
                                 None if devices is None else list(devices))
   pure_train_step = make_train_step(
       stage.make_loss(model, config.label_smoothing), tx, stage.denominator,
-      grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name)
+      grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name,
+      skip_nonfinite=config.skip_nonfinite_updates)
   eval_step = make_eval_step(stage.make_loss(eval_model, config.label_smoothing),
                              axis_name=layout.axis_name)
+  init_state = parallel.jit_init_state(
+      layout, lambda key: create_train_state(init_params(model, key), tx))
   return Assembly(config, cfg, stage, task, model, eval_model, tx, schedule, layout,
                   pure_train_step, parallel.jit_train_step(layout, pure_train_step),
-                  parallel.jit_eval_step(layout, eval_step))
+                  parallel.jit_eval_step(layout, eval_step), init_state)

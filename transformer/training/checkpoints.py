@@ -39,6 +39,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from grain import python as grain
 from jax.experimental import multihost_utils
 
@@ -46,7 +47,7 @@ from transformer.models.config import ModelConfig
 from transformer.training import integrity, lock
 from transformer.training.config import ConfigError, model_config
 from transformer.training.state import TrainState
-from transformer.training.step import all_finite
+from transformer.training.step import is_finite
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "spm.model"
@@ -148,9 +149,8 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   """The CheckpointManager of `workdir/checkpoints`; keep/best settings from `config`."""
   directory = checkpoint_dir(workdir)
   if config is None or read_only:
-    return ocp.CheckpointManager(
-        directory, item_handlers={"params": ocp.StandardCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0))
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+        read_only=True, create=False, save_interval_steps=0))
   policies = [ocp.checkpoint_managers.LatestN(n=config.keep_checkpoints)]
   best_fn = None
   if config.best_metric:
@@ -250,20 +250,20 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState, rng: jax.A
       restored, restored_rng = restore(manager, step, state, rng, data_iterator)
     except Exception as e:  # noqa: BLE001  (verified files: a mismatch with this run, not damage)
       raise _restore_failed(directory, step, e) from e
-    if bool(jax.device_get(jax.jit(all_finite)(restored))):
+    if bool(jax.device_get(is_finite(restored))):
       return step, restored, restored_rng
     _set_aside_nonfinite(directory, step, "state", print_fn, may_move=True)
 
 
-def _abstract_params(manager: ocp.CheckpointManager, step: int,
+def _abstract_params(handler: ocp.StandardCheckpointHandler, path: epath.Path,
                      sharding_for: Callable[[str, tuple[int, ...]], jax.sharding.Sharding]) -> Any:
-  """ShapeDtypeStructs of the params saved at `step`, each placed by sharding_for(path, shape)."""
-  metadata = manager.item_metadata(step)["params"]
+  """ShapeDtypeStructs of the params saved at `path`, each placed by sharding_for(path, shape)."""
+  metadata = handler.metadata(path)
   tree = getattr(metadata, "tree", metadata)
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: jax.ShapeDtypeStruct(
+      lambda key, leaf: jax.ShapeDtypeStruct(
           tuple(leaf.shape), leaf.dtype,
-          sharding=sharding_for(jax.tree_util.keystr(path, simple=True, separator="/"),
+          sharding=sharding_for(jax.tree_util.keystr(key, simple=True, separator="/"),
                                 tuple(leaf.shape))), tree)
 
 
@@ -282,7 +282,7 @@ def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: Print
   first device), so a checkpoint of any layout loads into any other, on every process.
   """
   directory = checkpoint_dir(workdir)
-  manager = make_manager(workdir, read_only=True)
+  handler = ocp.StandardCheckpointHandler()  # the params item alone, without a manager
   try:
     while True:
       if step is not None:
@@ -297,20 +297,19 @@ def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: Print
         chosen = latest_verified_step(directory, print_fn, may_move=_may_move(workdir))
         if chosen is None:
           raise CheckpointError(f"no intact checkpoint in {directory}")
-      manager.reload()
+      path = epath.Path(directory) / str(chosen) / "params"
       try:
-        restored = manager.restore(chosen, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(_abstract_params(manager, chosen, sharding_for))))
+        params = handler.restore(path, args=ocp.args.StandardRestore(
+            _abstract_params(handler, path, sharding_for)))
       except Exception as e:  # noqa: BLE001  (verified files: report the cause in one line)
         raise _restore_failed(directory, chosen, e) from e
-      params = restored["params"]
-      if bool(jax.device_get(jax.jit(all_finite)(params))):
+      if bool(jax.device_get(is_finite(params))):
         return params, chosen
       if step is not None:
         raise CheckpointError(f"checkpoint {step} in {directory} holds non-finite params")
       _set_aside_nonfinite(directory, chosen, "params", print_fn, _may_move(workdir))
   finally:
-    manager.close()
+    handler.close()
 
 
 # ----------------------------------------------------------------------------- later stages

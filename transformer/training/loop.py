@@ -42,7 +42,7 @@ from transformer.training import (
 from transformer.training.assembly import Assembly, PrintFn, assemble
 from transformer.training.config import ConfigError
 from transformer.training.state import param_overview
-from transformer.training.step import NONFINITE, all_finite
+from transformer.training.step import NONFINITE, is_finite
 
 
 class NonFiniteError(FloatingPointError):
@@ -117,7 +117,6 @@ class _Training:
     self.saved_step = self.first_step if self.first_step else None  # the last good checkpoint
     self.metric_writer = (writer.MetricWriter(workdir, resume_step=self.first_step)
                           if self.is_main else None)
-    self._finite = jax.jit(all_finite)
     self.pending: list[Mapping[str, jax.Array]] = []  # step sums since the last log
     self.checked = 0  # of them, how many were checked for non-finite values
 
@@ -258,7 +257,7 @@ class _Training:
 
   def save(self, step: int, metrics: dict[str, float] | None) -> None:
     """A checkpoint at `step`, after checking the state is finite."""
-    if not bool(jax.device_get(self._finite(self.state))):
+    if not bool(jax.device_get(is_finite(self.state))):
       self.manager.wait_until_finished()
       raise NonFiniteError(f"the train state at step {step} has non-finite values: not saved; "
                            f"{self.last_good()}")

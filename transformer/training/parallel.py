@@ -169,9 +169,16 @@ def describe(layout: Layout) -> str:
 
 # ------------------------------------------------------------------------------ placement
 
+def jit_init_state(layout: Layout, init_fn: Callable[[jax.Array], TrainState]
+                   ) -> Callable[[jax.Array], TrainState]:
+  """init_fn compiled to compute its state directly into the layout: no device ever holds
+  more than its shards."""
+  return jax.jit(init_fn, out_shardings=layout.state_sharding)
+
+
 def init_state(layout: Layout, init_fn: Callable[[jax.Array], TrainState], rng: jax.Array) -> TrainState:
-  """init_fn(rng) computed directly into the layout: no device ever holds more than its shards."""
-  return jax.jit(init_fn, out_shardings=layout.state_sharding)(rng)
+  """init_fn(rng) computed directly into the layout (`jit_init_state`, compiled each call)."""
+  return jit_init_state(layout, init_fn)(rng)
 
 
 def put_state(layout: Layout, state: TrainState) -> TrainState:

@@ -33,6 +33,9 @@ def all_finite(tree: Any) -> jnp.ndarray:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+is_finite = jax.jit(all_finite)  # all_finite compiled (once per tree structure and placement)
+
+
 def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array,
                          grad_accum_steps: int) -> tuple[Any, Sums]:
   """Summed gradients and metric sums over `grad_accum_steps` equal microbatches.
