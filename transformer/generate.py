@@ -49,7 +49,9 @@ def load_for_generation(workdir: str, step: int | None = None
   """(eval model config, params, tokenizer) of the training run in `workdir`; a damaged
   checkpoint set aside on the way is reported on stderr."""
   model_config, params, tokenizer_file = checkpoints.load_params_for_inference(
-      workdir, step, print_fn=lambda line: print(line, file=sys.stderr, flush=True))
+      workdir, step, print_fn=lambda line: print(
+          line if line.startswith("warning: ") else f"warning: {line}", file=sys.stderr,
+          flush=True))
   return model_config, params, load_tokenizer(tokenizer_file)
 
 
