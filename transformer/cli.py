@@ -10,8 +10,9 @@ into one line `error: <message>` on stderr, without a traceback:
   a run that stopped itself (STOP_ERRORS: a non-finite loss)      exit status 1
   Ctrl-C outside the training loop (which saves and exits 130)    exit status 130
 
-Anything else is a bug and keeps its traceback. `--verbosity` (`-v`) given on the command
-line prints the traceback before the line in every case. The path checks here
+Anything else is a bug and keeps its traceback. Library INFO logs are off unless
+`--verbosity` (`-v`) is given on the command line, which also prints the traceback before
+the line in every case. The path checks here
 (`check_output_dir`) are shared by the entry points and the training loop.
 """
 
@@ -23,7 +24,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 
 INPUT_ERRORS = (ValueError, OSError, flags.Error, app.UsageError)
 STOP_ERRORS = (FloatingPointError,)
@@ -60,6 +61,8 @@ def verbose() -> bool:
 def guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   """`main` with its errors reported by the rule of the module docstring."""
   def guarded_main(argv: list[str]) -> None:
+    if not verbose():  # library INFO logs (Orbax, XLA, the data pipeline) off unless asked for
+      logging.set_verbosity(logging.WARNING)
     try:
       main(argv)
     except BaseException as error:  # noqa: BLE001  (SystemExit passes through below)
