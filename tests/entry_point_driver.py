@@ -54,7 +54,7 @@ def child(case: dict, out_path: str, err_path: str) -> None:
     status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     if not isinstance(e.code, int) and e.code is not None:
       print(e.code, file=sys.stderr)
-  except BaseException:  # noqa: BLE001  (what the interpreter would print)
+  except BaseException:  # (what the interpreter would print)
     traceback.print_exc()
     status = 1
   sys.stdout.flush()

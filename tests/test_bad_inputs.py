@@ -28,7 +28,8 @@ from transformer.training.state import init_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN, GENERATE, EXPLAIN = "transformer.train", "transformer.generate", "transformer.explain"
-NGRAM, BUILDERS, PIPELINE = "transformer.ngram", "transformer.data.builders", "transformer.data.pipeline"
+NGRAM, BUILDERS = "transformer.ngram", "transformer.data.builders"
+PIPELINE = "transformer.data.pipeline"
 LM = ["--config=experiments/pretrain_lm.py:tiny", "--config.data.data_dir={data}"]
 FILES = [*LM, "--config.data.source=files"]
 RUN = ["--workdir={run}"]
@@ -62,7 +63,8 @@ CASES = [
     ("negative-learning-rate", TRAIN, [*LM, "--workdir={workdir}",
                                        "--config.optimizer.learning_rate=-1"],
      "config.optimizer.learning_rate must be > 0, got -1"),
-    ("zero-learning-rate", TRAIN, [*LM, "--workdir={workdir}", "--config.optimizer.learning_rate=0"],
+    ("zero-learning-rate", TRAIN, [*LM, "--workdir={workdir}",
+                                   "--config.optimizer.learning_rate=0"],
      "config.optimizer.learning_rate must be > 0"),
     ("beta2-above-1", TRAIN, [*LM, "--workdir={workdir}", "--config.optimizer.b2=1.5"],
      "config.optimizer.b2 must be in [0, 1)"),
@@ -106,8 +108,8 @@ CASES = [
     ("workdir-is-a-file", TRAIN, [*LM, "--workdir={tmp}/a_file"], "is a file, not a directory"),
     ("workdir-read-only", TRAIN, [*LM, "--workdir=/proc/transformer_run"],
      "--workdir='/proc/transformer_run' cannot be created (/proc is not writable)"),
-    ("data-dir-is-a-file", TRAIN, ["--config=experiments/pretrain_lm.py:tiny", "--workdir={workdir}",
-                                   "--config.data.data_dir={tmp}/a_file"],
+    ("data-dir-is-a-file", TRAIN, ["--config=experiments/pretrain_lm.py:tiny",
+                                   "--workdir={workdir}", "--config.data.data_dir={tmp}/a_file"],
      "config.data.data_dir="),
     ("init-from-not-a-run", TRAIN, [*LM, "--workdir={workdir}", "--config.init_from={tmp}"],
      "is not a training workdir (no config.json)"),

@@ -65,7 +65,7 @@ def guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
       logging.set_verbosity(logging.WARNING)
     try:
       main(argv)
-    except BaseException as error:  # noqa: BLE001  (SystemExit passes through below)
+    except BaseException as error:  # (SystemExit passes through below)
       if isinstance(error, SystemExit):
         raise
       described = describe(error)

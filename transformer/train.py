@@ -44,7 +44,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _WORKDIR.value is None and not _DRY_RUN.value:
       raise flags.Error("--workdir is required (e.g. --workdir=runs/quickstart)")
     return remaining
-  except Exception as e:  # noqa: BLE001  (loading the experiment runs its code: any error)
+  except Exception as e:  # (loading the experiment runs its code: any error)
     if "-v" in argv or any(arg.startswith(("--verbosity", "-v=")) for arg in argv):
       traceback.print_exc()
     cli.fail(experiment_error(e, argv) or one_line(e, argv))

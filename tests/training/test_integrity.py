@@ -111,7 +111,7 @@ def test_generate_sets_a_damaged_latest_step_aside_and_uses_the_previous(trained
     cases.append({"module": "transformer.generate", "cwd": ROOT,
                   "args": [f"--workdir={copy}", "--prompt=import os", "--max_new_tokens=3"]})
   results = run_entry_points(cases, tmp_path)
-  for (damage, (words, slug)), copy, result in zip(DAMAGES.items(), copies, results):
+  for (words, slug), copy, result in zip(DAMAGES.values(), copies, results):
     assert result["status"] == 0, result["stderr"]
     stderr = result["stderr"].splitlines()
     aside = os.path.join(copy, integrity.SET_ASIDE_DIR, f"4-{slug}")

@@ -48,7 +48,8 @@ def poisoned_make_train_step(steps: tuple[int, ...], target: str):
 
 @pytest.fixture
 def poisoned_runs(monkeypatch, tiny_config, workdir_for):
-  """run_poisoned(name, steps=(6,), target='loss', **config fields) -> (workdir, error or None, log)."""
+  """run_poisoned(name, steps=(6,), target='loss', **config fields) -> (workdir, error or None,
+  log)."""
   cache = {}
 
   def run_poisoned(name, steps=(POISONED_STEP,), target="loss", **fields):
@@ -127,6 +128,7 @@ def test_skip_nonfinite_updates_trains_through_a_nan_batch(poisoned_runs):
   assert all(np.isfinite(r["loss"]) for r in train.values())
   params = saved_params(workdir)
   assert sorted(params) == list(range(1, NUM_STEPS + 1)) and all(map(all_finite, params.values()))
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  same = lambda a, b: all(np.array_equal(x, y)
+                          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
   assert same(params[3], params[2]) and same(params[6], params[5])  # the updates were skipped
   assert not same(params[4], params[3]) and not same(params[7], params[6])  # training went on

@@ -248,7 +248,7 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState, rng: jax.A
       return None
     try:
       restored, restored_rng = restore(manager, step, state, rng, data_iterator)
-    except Exception as e:  # noqa: BLE001  (verified files: a mismatch with this run, not damage)
+    except Exception as e:  # (verified files: a mismatch with this run, not damage)
       raise _restore_failed(directory, step, e) from e
     if bool(jax.device_get(is_finite(restored))):
       return step, restored, restored_rng
@@ -286,9 +286,10 @@ def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: Print
   try:
     while True:
       if step is not None:
-        if step not in integrity.steps(directory):
+        saved = sorted(integrity.steps(directory))
+        if step not in saved:
           raise CheckpointError(f"no checkpoint at step {step} in {directory} (steps: "
-                                f"{', '.join(map(str, sorted(integrity.steps(directory)))) or 'none'})")
+                                f"{', '.join(map(str, saved)) or 'none'})")
         problem = integrity.verify(os.path.join(directory, str(step)))
         if problem:
           raise CheckpointError(f"checkpoint {step} in {directory} is damaged ({problem.text})")
@@ -301,7 +302,7 @@ def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: Print
       try:
         params = handler.restore(path, args=ocp.args.StandardRestore(
             _abstract_params(handler, path, sharding_for)))
-      except Exception as e:  # noqa: BLE001  (verified files: report the cause in one line)
+      except Exception as e:  # (verified files: report the cause in one line)
         raise _restore_failed(directory, chosen, e) from e
       if bool(jax.device_get(is_finite(params))):
         return params, chosen

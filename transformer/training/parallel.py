@@ -315,7 +315,7 @@ _ACK_SECONDS = 10.0  # how long a failing process waits for the others to see it
 
 def _coordination_client() -> Any:
   """The coordination service client of `jax.distributed` (None if not initialized)."""
-  from jax._src import distributed  # noqa: PLC0415  (its key-value store has no public API)
+  from jax._src import distributed  # (its key-value store has no public API)
   return getattr(distributed.global_state, "client", None)
 
 
@@ -338,7 +338,7 @@ class _FailureWatcher:
     while not self._stopped.is_set():
       try:
         message = self._client.blocking_key_value_get(FAILURE_KEY, _POLL_MS)
-      except Exception as e:  # noqa: BLE001  (a timeout, or the service is gone)
+      except Exception as e:  # (a timeout, or the service is gone)
         if "DEADLINE_EXCEEDED" in str(e) or self._stopped.is_set():
           continue
         message = f"lost the coordination service ({cli.one_line(e)[:200]})"
@@ -346,7 +346,7 @@ class _FailureWatcher:
         return
       try:
         self._client.key_value_set(f"{_ACK_KEY}{jax.process_index()}", "seen")
-      except Exception:  # noqa: BLE001, S110  (the failing process may be gone already)
+      except Exception:  # (the failing process may be gone already)
         pass
       os.write(2, f"error: {message}\n".encode())
       os._exit(cli.STOP_STATUS)
@@ -357,7 +357,7 @@ def _report_failure(client: Any, message: str) -> None:
   process has seen it: process 0 hosts the store, so it must not leave before that."""
   try:
     client.key_value_set(FAILURE_KEY, message)
-  except Exception:  # noqa: BLE001  (another process failed first: its message stands)
+  except Exception:  # (another process failed first: its message stands)
     return
   deadline = time.monotonic() + _ACK_SECONDS
   for index in range(jax.process_count()):
@@ -366,7 +366,7 @@ def _report_failure(client: Any, message: str) -> None:
     remaining = int(max(deadline - time.monotonic(), 0.0) * 1000)
     try:
       client.blocking_key_value_get(f"{_ACK_KEY}{index}", max(remaining, 1))
-    except Exception:  # noqa: BLE001  (it did not answer in time: leave anyway)
+    except Exception:  # (it did not answer in time: leave anyway)
       return
 
 
@@ -387,7 +387,7 @@ def failures_end_every_process() -> Iterator[None]:
     yield
   except SystemExit:
     raise
-  except BaseException as error:  # noqa: BLE001
+  except BaseException as error:
     described = cli.describe(error)
     if described is None or cli.verbose():
       traceback.print_exc()
