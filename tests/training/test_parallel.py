@@ -8,6 +8,7 @@ device count is fixed when jax starts); the two-process check starts two `transf
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -268,6 +269,33 @@ def test_a_failing_process_ends_the_others_with_its_message(tiny_config, workdir
   assert "Traceback" not in outputs[0] + outputs[1]
   print(f"process 0 ended {ended[0] - ended[1]:.1f} s after process 1")
   assert ended[0] - ended[1] < 30
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tiny_config, workdir_for, tmp_path):
+  config = two_process_config(tiny_config)
+  config.update(num_train_steps=200, log_every_steps=1, eval_every_steps=200,
+                checkpoint_every_steps=100, num_samples=0, stop_check_every_steps=5)
+  workdir = workdir_for(config)
+  config_path = tmp_path / "config.json"
+  config_path.write_text(config.to_json())
+  experiment = os.path.join(ROOT, "tests", "training", "json_experiment.py")
+  procs = start_processes(f"{experiment}:{config_path}", workdir, [[], []])
+  try:
+    deadline = time.monotonic() + 240
+    while not any(r["step"] >= 3 for r in writer.read_jsonl(workdir)):
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # process 0 gets nothing: they agree at a step
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+  finally:
+    kill_all(procs)
+  stops = [[line for line in output.splitlines() if line.startswith("stopped by SIGTERM")]
+           for output in outputs]
+  assert [p.returncode for p in procs] == [0, 0], outputs[1][-3000:]
+  assert len(stops[0]) == 1 and stops[0] == stops[1], stops  # the same step on both
+  step = int(stops[0][0].split(" at step ")[1].split(":")[0])
+  assert step % 5 == 0 and os.listdir(os.path.join(workdir, "checkpoints")) == [str(step)]
 
 
 # ------------------------------------------------------------------------------ MFU
