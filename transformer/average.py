@@ -9,9 +9,9 @@ it with --averaged=that folder (or average on the fly with --average_last=K). Th
 in float32 (`training/averaging.py`). Usage errors are one line on stderr (exit status 2).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from transformer import command_line
+from transformer import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir.", required=True)
 _LAST = flags.DEFINE_integer("last", 0, "Average the latest this many checkpoints.")
@@ -25,15 +25,15 @@ def main(argv: list[str]) -> None:
   from transformer.training import averaging
 
   if not all(s.isdigit() for s in _STEPS.value):
-    command_line.fail(f"--steps: expected checkpoint steps like 200,300, got {_STEPS.value}")
+    cli.fail(f"--steps: expected checkpoint steps like 200,300, got {_STEPS.value}")
   try:
     steps = [int(s) for s in _STEPS.value]
     params, steps = averaging.average_checkpoints(_WORKDIR.value, last=_LAST.value, steps=steps)
   except (FileNotFoundError, ValueError) as e:
-    command_line.fail(f"--workdir={_WORKDIR.value}: {e}")
+    cli.fail(f"--workdir={_WORKDIR.value}: {e}")
   path = averaging.save_average(_WORKDIR.value, params, steps)
   print(f"averaged the checkpoints of steps {steps} into {path}")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=command_line.parse_flags)
+  cli.run(main)

@@ -24,9 +24,9 @@ lines go to stderr. Nothing else in DIR changes. Usage errors are one line (exit
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from transformer import command_line, decoding
+from transformer import cli, decoding
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir to evaluate.", required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "The data split: train, validation or test.")
@@ -68,9 +68,9 @@ def main(argv: list[str]) -> None:
         temperature=_TEMPERATURE.value, seed=_SEED.value, max_new_tokens=_MAX_NEW_TOKENS.value,
         data_dir=_DATA_DIR.value, output=_OUTPUT.value, print_fn=to_stderr)
   except (ConfigError, FileNotFoundError, ValueError) as e:
-    command_line.fail(f"--workdir={_WORKDIR.value}: {e}")
+    cli.fail(f"--workdir={_WORKDIR.value}: {e}")
   print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=command_line.parse_flags)
+  cli.run(main)

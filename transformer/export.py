@@ -12,9 +12,9 @@ latest checkpoint's, --step's, the mean of the last --average_last checkpoints, 
 average (--averaged). Usage errors are one line on stderr (exit status 2).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from transformer import command_line
+from transformer import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir to export.", required=True)
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The folder to write (replaced if it is an "
@@ -36,10 +36,10 @@ def main(argv: list[str]) -> None:
     info = export_run(_WORKDIR.value, _EXPORT_DIR.value, step=_STEP.value,
                   average_last=_AVERAGE_LAST.value, averaged=_AVERAGED.value)
   except (FileNotFoundError, ValueError) as e:
-    command_line.fail(f"--workdir={_WORKDIR.value}: {e}")
+    cli.fail(f"--workdir={_WORKDIR.value}: {e}")
   print(f"exported {info['model_config']['architecture']} (steps {info['steps']}) of "
         f"{_WORKDIR.value} to {_EXPORT_DIR.value}")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=command_line.parse_flags)
+  cli.run(main)

@@ -18,15 +18,19 @@ that a prompt may hold line breaks (code). Empty prompts are errors; too long pr
 truncated with a warning; see transformer/decoding/prompts.py. Line breaks in outputs are
 printed escaped ('\n') so that output line i answers prompt i. Usage errors are one line on
 stderr (exit status 2).
+
+The latest intact checkpoint is used: a damaged later one is reported on stderr in one line
+and set aside (`training/integrity.py`). Bad inputs are one line on stderr, exit status 2
+(`transformer.cli`).
 """
 
 import json
 import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from transformer import command_line, decoding, inference
+from transformer import cli, decoding, inference
 from transformer.data.tokenizer import Tokenizer, load_tokenizer
 from transformer.models.config import ModelConfig
 
@@ -72,7 +76,9 @@ def load_for_generation(workdir: str, step: int | None = None, *, average_last: 
   from transformer.training import averaging  # only for training workdirs
 
   model_config, params, tokenizer_file, _ = averaging.load_for_inference(
-      workdir, step=step, average_last=average_last, averaged=averaged)
+      workdir, step=step, average_last=average_last, averaged=averaged,
+      print_fn=lambda line: print(line if line.startswith("warning: ") else f"warning: {line}",
+                                  file=sys.stderr, flush=True))
   return model_config, params, load_tokenizer(tokenizer_file)
 
 
@@ -119,7 +125,7 @@ def main(argv: list[str]) -> None:
     model_config, params, tokenizer = load_for_generation(
         _WORKDIR.value, _STEP.value, average_last=_AVERAGE_LAST.value, averaged=_AVERAGED.value)
   except (FileNotFoundError, ValueError) as e:
-    command_line.fail(f"--workdir={_WORKDIR.value}: {e}")
+    cli.fail(f"--workdir={_WORKDIR.value}: {e}")
   try:
     outputs = decoding.generate_texts(
         model_config, params, tokenizer,
@@ -128,10 +134,10 @@ def main(argv: list[str]) -> None:
         max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
   except (OSError, ValueError) as e:  # a bad prompts file, an empty prompt, a bad option
-    command_line.fail(str(e))
+    cli.fail(str(e))
   for text in outputs:
     print(one_line(text))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=command_line.parse_flags)
+  cli.run(main)

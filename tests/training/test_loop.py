@@ -75,8 +75,8 @@ def test_init_from_restores_matching_params_and_reports_fresh_ones(tiny_config, 
   finetune.model.tie_output_embedding = False  # a new output head, initialised fresh
   finetune.init_from = pretrained
   finetune.num_train_steps = 1
-  # params stay put
-  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)
+  # The warmup's first rate is 0: the one update leaves the params put.
+  finetune.optimizer.update(schedule="constant", learning_rate=1e-3, warmup_steps=10)
   finetuned = os.path.join(os.path.dirname(pretrained), "finetune")
   _, log = run_logged(finetune, finetuned)
   assert f"initialising from init_from={pretrained}" in log

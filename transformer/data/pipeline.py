@@ -35,6 +35,7 @@ Statistics (packing efficiency) of a config:
 
 
 import functools
+import glob
 import itertools
 import json
 import os
@@ -47,6 +48,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
+from transformer import cli
 from transformer.data import tasks
 from transformer.data import tokenizer as tokenizer_lib
 from transformer.data.builders import catalog, local_files, stdlib_corpus
@@ -93,6 +95,48 @@ def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[
     return catalog.catalog_source(cfg.name, split, data_dir)
   return local_files.read_records(cfg.file_pattern.replace("{split}", split),
                                   tasks.get_task(cfg.task).kind)
+
+
+def check_data(cfg: ml_collections.ConfigDict, splits: Mapping[str, str], prefix: str = "") -> None:
+  """ValueError (one line, naming the field) unless the data of each split can be read: done
+  before a tokenizer trains or anything compiles.
+
+  Checks the data config, that `data_dir` can be a directory (written: the stdlib corpus is
+  prepared there), that each split exists (stdlib: its splits; files: a file matches; TFDS:
+  prepared) and holds examples (files: not all empty; the rows parse).
+
+  Args:
+    cfg: the data config.
+    splits: split name -> where the caller's split comes from, e.g. {'validation':
+      'config.eval_split'}, for the message.
+    prefix: how the caller spells the data section's fields, e.g. 'config.' or '--'.
+  """
+  try:
+    validate_data_config(cfg)
+  except ValueError as e:
+    raise ValueError(f"{prefix}{e}") from None
+  if cfg.data_dir:
+    problem = cli.output_dir_problem(cfg.data_dir)
+    if problem and (cfg.source == "stdlib" or not os.path.isdir(cfg.data_dir)):
+      raise ValueError(f"{prefix}data.data_dir={cfg.data_dir!r} {problem}")
+  for split, origin in splits.items():
+    if cfg.source == "stdlib":
+      if split not in stdlib_corpus.SPLITS:
+        raise ValueError(f"{origin}={split!r}: {cfg.name} has no such split "
+                         f"(its splits: {', '.join(stdlib_corpus.SPLITS)})")
+      continue  # the embedded corpus: every split has examples
+    if cfg.source == "files":
+      pattern = cfg.file_pattern.replace("{split}", split)
+      if not any(os.path.isfile(p) for p in glob.glob(pattern, recursive=True)):
+        raise ValueError(f"{prefix}data.file_pattern: no file of split {split!r} ({origin}) "
+                         f"matches {pattern!r}")
+    try:
+      source = open_source(cfg, split)
+    except ValueError as e:
+      raise ValueError(f"{prefix}data.{e} (split {split!r}: {origin})") from None
+    if len(source) == 0:  # pylint: disable=g-explicit-length-test
+      raise ValueError(f"{prefix}data.name/file_pattern: split {split!r} ({origin}) of "
+                       f"{cfg.name or cfg.file_pattern!r} has no examples")
 
 
 def _text(value: Any) -> str:
@@ -312,9 +356,16 @@ def packing_stats(batches: Iterator[Mapping[str, np.ndarray]],
 
 
 def main(argv: Sequence[str]) -> None:
-  """Prints packing statistics (JSON) of the --data config on its train split."""
-  del argv
+  """Prints packing statistics (JSON) of the --data config on its train split; bad flags,
+  paths and data are one line on stderr, exit status 2, before the tokenizer trains."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
   cfg = flags.FLAGS.data
+  for name in ("batch_size", "num_batches"):
+    if flags.FLAGS[name].value < 1:
+      raise ValueError(f"--{name} must be >= 1, got {flags.FLAGS[name].value}")
+  cli.check_output_dir(flags.FLAGS.workdir, "--workdir")
+  check_data(cfg, {"train": "the split measured"}, prefix="--")
   tok = load_tokenizer_for(cfg, flags.FLAGS.workdir)
   it = make_dataset(cfg, "train", global_batch_size=flags.FLAGS.batch_size, seed=0, train=True,
                     process_index=0, process_count=1, tokenizer=tok)
@@ -323,7 +374,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_dict("data", default_data_config(),
@@ -332,4 +382,4 @@ if __name__ == "__main__":
                       "Where spm.model is trained on first use and reused.")
   flags.DEFINE_integer("batch_size", 64, "Global batch size.")
   flags.DEFINE_integer("num_batches", 100, "Batches to measure.")
-  app.run(main)
+  cli.run(main)

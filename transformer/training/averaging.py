@@ -17,7 +17,7 @@ small JSON naming its steps, outside `checkpoints/` so that the trainer never re
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -103,26 +103,30 @@ def load_average(path: str) -> tuple[Any, list[int]]:
 
 
 def load_params(workdir: str, *, step: int | None = None, average_last: int = 0,
-                averaged: str | None = None) -> tuple[Any, list[int]]:
+                averaged: str | None = None,
+                print_fn: Callable[[str], None] = print) -> tuple[Any, list[int]]:
   """(params, the steps they come from) for generate, evaluate and export: the checkpoint at
   `step` (default: the latest), the mean of the latest `average_last` checkpoints, or an
-  average saved at `averaged`; at most one of the three."""
+  average saved at `averaged`; at most one of the three. A damaged latest checkpoint is set
+  aside with one line to `print_fn` (`checkpoints.restore_raw_params`)."""
   if sum(x is not None and x != 0 for x in (step, average_last, averaged)) > 1:
     raise ValueError("choose the params one way: --step, --average_last or --averaged")
   if average_last:
     return average_checkpoints(workdir, last=average_last)
   if averaged:
     return load_average(averaged)
-  params, step = checkpoints.restore_raw_params(workdir, step)
+  params, step = checkpoints.restore_raw_params(workdir, step, print_fn=print_fn)
   return params, [step]
 
 
 def load_for_inference(workdir: str, *, step: int | None = None, average_last: int = 0,
-                       averaged: str | None = None) -> tuple[ModelConfig, Any, str, list[int]]:
+                       averaged: str | None = None, print_fn: Callable[[str], None] = print
+                       ) -> tuple[ModelConfig, Any, str, list[int]]:
   """(eval ModelConfig, params, path of spm.model, steps of the params) of the training run in
   `workdir`; the params as `load_params` chooses them."""
   config = checkpoints.read_config(workdir)
   if config is None:
     raise FileNotFoundError(f"no {checkpoints.CONFIG_FILE} in {workdir}: not a training workdir")
-  params, steps = load_params(workdir, step=step, average_last=average_last, averaged=averaged)
+  params, steps = load_params(workdir, step=step, average_last=average_last, averaged=averaged,
+                              print_fn=print_fn)
   return model_config(config).eval(), params, checkpoints.tokenizer_path(workdir), steps

@@ -7,6 +7,7 @@ fields except `vocab_size`, which is the data section's (one source of truth), a
 train/eval/decode switches, which the loop sets.
 """
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -83,6 +84,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.best_metric = "loss"           # ... plus the best by this eval metric ('' = latest only).
   c.best_mode = "min"              # 'min' | 'max': which direction of best_metric is better.
   c.async_checkpoints = True       # Write checkpoints in a background thread.
+  c.skip_nonfinite_updates = False  # Skip a step with a non-finite loss or gradient (else stop).
+  c.time_limit_seconds = 0.0       # Save and exit 0 after this long (a job's time limit); 0 = none.
+  c.stop_check_every_steps = 10    # Multi-process: steps between agreeing on a stop (signal, time).
   c.num_samples = 3                # Decoded validation examples printed at the end (0 = none).
   c.bleu_eval_batches = 0          # Seq2seq fine-tuning: eval batches greedily decoded for BLEU
                                    # and exact match (0 = none).
@@ -135,6 +139,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.grad_clip_norm < 0:
     raise ConfigError(f"config.optimizer.grad_clip_norm must be >= 0, "
                       f"got {config.optimizer.grad_clip_norm!r}")
+  _check_optimizer_ranges(config.optimizer)
+  if not config.eval_split:
+    raise ConfigError("config.eval_split must name a split of the data, got ''")
+  if config.time_limit_seconds < 0:
+    raise ConfigError(f"config.time_limit_seconds must be >= 0 (0 = none), "
+                      f"got {config.time_limit_seconds!r}")
+  if config.stop_check_every_steps < 1:
+    raise ConfigError(f"config.stop_check_every_steps must be >= 1, "
+                      f"got {config.stop_check_every_steps!r}")
   try:
     data_config.validate_data_config(config.data)
   except ValueError as e:
@@ -143,7 +156,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                                  model_config(config).architecture)
   if problem:
     raise ConfigError(problem)
+  metrics = eval_metric_names(config)
+  if config.best_metric and config.best_metric not in metrics:
+    raise ConfigError(f"config.best_metric must be '' or an eval metric of stage "
+                      f"{config.stage!r}: one of {metrics}, got {config.best_metric!r}")
   _check_lengths(config)
+
+
+def eval_metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The names of the eval metrics a run reports (its stage's summary, BLEU if asked for)."""
+  names = tuple(stages.get_stage(config.stage).summarize(collections.defaultdict(float)))
+  return names + (("bleu", "exact_match") if config.bleu_eval_batches else ())
+
+
+def _check_optimizer_ranges(opt: ml_collections.ConfigDict) -> None:
+  """The optimizer's numbers are in range: a positive rate, Adam's betas in [0, 1), ..."""
+  if not opt.learning_rate > 0:
+    raise ConfigError(f"config.optimizer.learning_rate must be > 0, got {opt.learning_rate!r}")
+  for name in ("b1", "b2"):
+    if not 0.0 <= opt[name] < 1.0:
+      raise ConfigError(f"config.optimizer.{name} must be in [0, 1), got {opt[name]!r}")
+  for name in ("eps", "weight_decay"):
+    if opt[name] < 0:
+      raise ConfigError(f"config.optimizer.{name} must be >= 0, got {opt[name]!r}")
+  if not 0.0 <= opt.end_learning_rate_fraction <= 1.0:
+    raise ConfigError(f"config.optimizer.end_learning_rate_fraction must be in [0, 1], "
+                      f"got {opt.end_learning_rate_fraction!r}")
 
 
 def _check_lengths(config: ml_collections.ConfigDict) -> None:
@@ -181,6 +219,8 @@ def _length_field(config: ml_collections.ConfigDict, feature: str) -> str:
   if feature == "targets" and get_task(config.data.task).encoder:
     return "config.data.targets_len" + ("" if config.data.targets_len else " (derived)")
   return "config.data.seq_len"
+
+
 
 
 def model_section(cfg: ModelConfig) -> dict[str, Any]:

@@ -284,17 +284,31 @@ def prepare(config: str | StdlibCorpusConfig, data_dir: str) -> StdlibCorpus:
   return builder
 
 
-def main() -> None:
-  """Prepares every config from scratch into --data_dir and prints the counts as JSON."""
+def main(argv: Sequence[str] | None = None) -> None:
+  """Prepares every config from scratch into --data_dir and prints the counts as JSON.
+
+  A bad argument or an unusable --data_dir is one line on stderr, exit status 2."""
   import argparse  # pylint: disable=g-import-not-at-top
 
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  from transformer import cli  # pylint: disable=g-import-not-at-top
+
+  class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse: usage + message; here one line
+      cli.fail(f"{message} (usage: python -m transformer.data.builders --data_dir=DIR)")
+
+  parser = OneLineParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data_dir", required=True, help="TFDS data dir to prepare into.")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
+  problem = cli.output_dir_problem(args.data_dir)
+  if problem:
+    cli.fail(f"--data_dir={args.data_dir!r} {problem}")
   start = time.time()
   counts = {}
   for config in CONFIG_NAMES:
-    builder = prepare(config, args.data_dir)
+    try:
+      builder = prepare(config, args.data_dir)
+    except cli.INPUT_ERRORS as e:
+      cli.fail(cli.one_line(e))
     counts[config] = {split: builder.info.splits[split].num_examples for split in SPLITS}
   print(json.dumps(dict(python_version=platform.python_version(), counts=counts,
                         seconds=round(time.time() - start, 1))))
