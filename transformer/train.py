@@ -35,7 +35,9 @@ from ml_collections import config_flags
 from transformer import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
-                                          "Experiment file (experiments/*.py[:arg]).",
+                                          "Experiment file (experiments/*.py[:arg]); override "
+                                          "a field with --config.<field>=<value>; every field: "
+                                          "docs/config.md; the resolved config: --print_config.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Directory of the run (checkpoints, metrics, plots).")
