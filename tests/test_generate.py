@@ -14,6 +14,7 @@ from tests.decoding.conftest import init_params, tiny_config
 from tests.decoding.test_prompts import train_tokenizer
 from transformer import decoding
 from transformer.generate import load_for_generation, one_line, read_prompts
+from transformer.training import integrity
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def workdir(tmp_path_factory):
   with ocp.CheckpointManager(str(workdir / "checkpoints")) as manager:
     manager.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
     manager.wait_until_finished()
+  integrity.write_checksums(str(workdir / "checkpoints" / "7"))  # as the trainer's saves do
   return workdir, config, params
 
 
