@@ -1,6 +1,7 @@
 """The embedded stdlib corpus: module discovery, docstring handling, preferences, splits, TFDS preparation."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import pytest
 from transformer.data.builders import stdlib_corpus
 
 PACKAGES = ("json", "email", "http", "urllib")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_find_modules_excludes_tests_and_site_packages():
@@ -22,12 +24,50 @@ def test_find_modules_excludes_tests_and_site_packages():
   assert modules["json"].endswith("json/__init__.py")
 
 
-def test_split_is_stable_and_roughly_80_10_10():
-  modules = [m for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
-  splits = [stdlib_corpus.split_of(m) for m in modules]
-  assert splits == [stdlib_corpus.split_of(m) for m in modules]
+# SHA-256 of the dotted path, first 8 bytes big-endian, mod 10: 0-7 train, 8 validation, 9 test.
+KNOWN_SPLITS = {"os": "validation", "json": "train", "json.decoder": "train", "email": "validation",
+                "ast": "test", "dataclasses": "validation", "asyncio.locks": "test", "http.client": "test",
+                "urllib.parse": "train", "collections": "train"}
+
+
+def test_split_of_known_modules():
+  assert {m: stdlib_corpus.split_of(m) for m in KNOWN_SPLITS} == KNOWN_SPLITS
+
+
+def test_split_does_not_depend_on_the_process_or_its_hash_seed():
+  modules = sorted(KNOWN_SPLITS) + [m for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
+  expected = [stdlib_corpus.split_of(m) for m in modules]
+  script = ("import json, sys; from transformer.data.builders.stdlib_corpus import split_of; "
+            "print(json.dumps([split_of(m) for m in json.load(sys.stdin)]))")
+  for seed in ("0", "12345"):
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(modules), env=env,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == expected, seed
+
+
+def test_split_is_roughly_80_10_10():
+  splits = [stdlib_corpus.split_of(m) for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
   assert 0.7 < splits.count("train") / len(splits) < 0.9
   assert splits.count("validation") > 20 and splits.count("test") > 20
+
+
+def test_no_summarize_input_is_in_two_splits():
+  examples = stdlib_corpus.corpus_examples("summarize")
+  inputs = {split: {ex["input"] for ex in examples[split]} for split in stdlib_corpus.SPLITS}
+  assert all(inputs.values())
+  for i, first in enumerate(stdlib_corpus.SPLITS):
+    for second in stdlib_corpus.SPLITS[i + 1:]:
+      assert not inputs[first] & inputs[second], (first, second, sorted(inputs[first] & inputs[second])[:3])
+
+
+def test_an_input_copied_into_a_later_split_stays_in_the_first():
+  copied = stdlib_corpus.Summary("wave", "_Chunk.read", "def read(self): pass", "Read at most size bytes.")
+  original = stdlib_corpus.Summary("chunk", "Chunk.read", "def read(self): pass", "Read at most size bytes.")
+  other = stdlib_corpus.Summary("wave", "open", "def open(f): pass", "Open a wave file.")
+  kept = stdlib_corpus.without_earlier_inputs({"train": [original], "validation": [copied, other],
+                                               "test": [copied]})
+  assert kept == {"train": [original], "validation": [other], "test": []}
 
 
 @pytest.mark.parametrize("docstring,expected", [
