@@ -191,16 +191,45 @@ def _rows(batches, key):
   return {tuple(r[r != 0].tolist()) for b in batches for r in b[key] if r.any()}
 
 
-def test_eval_is_sharded_over_processes_and_padded(small_config, tokenizer):
+def _assert_blocks_of(parts, whole):
+  """Every process has as many batches as one process has, and batch i of process p is rows
+  [p · B/n, (p + 1) · B/n) of one process's batch i (the global array's layout)."""
+  assert [len(p) for p in parts] == [len(whole)] * len(parts)
+  for i, expected in enumerate(whole):
+    for key, value in expected.items():
+      np.testing.assert_array_equal(np.concatenate([p[i][key] for p in parts]), value, err_msg=f"{i} {key}")
+
+
+def test_eval_batches_are_blocks_of_the_one_process_batches(small_config, tokenizer):
   cfg = small_config(task="seq2seq", name="stdlib_corpus/summarize", seq_len=128, targets_len=32)
   whole = list(_dataset(cfg, tokenizer, "validation", train=False, batch=8))
   parts = [list(_dataset(cfg, tokenizer, "validation", train=False, batch=8, process_index=i, process_count=2))
            for i in range(2)]
   assert all(b["inputs"].shape == (4, 128) for p in parts for b in p)
+  assert whole[-1]["inputs_segmentation"].shape == (8, 128)
+  _assert_blocks_of(parts, whole)
   assert _rows(parts[0], "inputs").isdisjoint(_rows(parts[1], "inputs"))
-  assert _rows(parts[0], "inputs") | _rows(parts[1], "inputs") == _rows(whole, "inputs")
-  last = whole[-1]["inputs_segmentation"]
-  assert last.shape == (8, 128)
+
+
+EVAL_TSV = "".join(f"{text}\tok\n" for text in (
+    "first", "second", "third", "long " * 200, "fourth", "long " * 300, "fifth"))  # 7 records, 5 fit
+
+
+def test_every_process_runs_the_same_eval_batches_whatever_the_filter_drops(small_config, tokenizer, tmp_path):
+  # Sharding the 7 records before the over-long filter would give process 0 records 0, 2, 4, 6
+  # (4 fit: 2 batches of 2) and process 1 records 1, 3, 5 (1 fits: 1 batch): a multi-host hang.
+  (tmp_path / "validation.tsv").write_text(EVAL_TSV)
+  cfg = small_config(source="files", name="", task="seq2seq", file_pattern=str(tmp_path / "{split}.tsv"),
+                     seq_len=32, targets_len=8)
+  whole = list(_dataset(cfg, tokenizer, "validation", train=False, batch=4))
+  assert len(whole) == 2 and whole[0]["inputs"].any(axis=1).all() and whole[1]["inputs"].any(axis=1).sum() == 1
+  for count in (2, 4):
+    parts = [list(_dataset(cfg, tokenizer, "validation", train=False, batch=4, process_index=i,
+                           process_count=count)) for i in range(count)]
+    assert all(b["inputs"].shape == (4 // count, 32) for p in parts for b in p)
+    _assert_blocks_of(parts, whole)
+  texts = [tokenizer.decode(row[row > special_ids.EOS_ID].tolist()) for b in whole for row in b["inputs"]]
+  assert texts[:5] == ["first", "second", "third", "fourth", "fifth"] and texts[5:] == ["", "", ""]
 
 
 def test_workers_give_the_same_batches(small_config, tokenizer):
