@@ -53,6 +53,17 @@ def test_one_output_per_prompt(workdir):
   assert len(outputs) == 3 and all(isinstance(text, str) for text in outputs)
 
 
+def test_batch_size_does_not_change_the_outputs(workdir):
+  config, params, tokenizer = load_for_generation(str(workdir[0]))
+  # Two long prompts (24 tokens) and two short ones (6): batches of 1 and of 2 drop their own
+  # shared padding, so the same prompt is decoded at widths 6 and 24 (one compile per width).
+  prompts = ["print the sum of two numbers", "the dog", "the sum", "print the sum of the numbers"]
+  outputs = {size: decoding.generate_texts(config, params, tokenizer, prompts, batch_size=size,
+                                           method="greedy", max_new_tokens=6) for size in (1, 2, 4)}
+  assert len(outputs[4]) == 4 and len(set(outputs[4])) > 1
+  assert outputs[1] == outputs[2] == outputs[4]
+
+
 def test_read_prompts(tmp_path, monkeypatch):
   assert read_prompts("one prompt", None) == ["one prompt"]
   path = tmp_path / "prompts.txt"
