@@ -1,4 +1,5 @@
-"""The generate command: loading a workdir, reading prompts, one output per prompt."""
+"""The generate command: loading a workdir, reading prompts, one output per prompt (in this process
+from its flags, and in a subprocess with the slow tests)."""
 
 import json
 import subprocess
@@ -8,11 +9,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from absl import app, flags
+from absl import logging as absl_logging
 
 from tests.decoding.conftest import init_params, tiny_config
 from tests.decoding.test_prompts import train_tokenizer
 from transformer import decoding
 from transformer.generate import load_for_generation, one_line, read_prompts
+from transformer.generate import main as generate_main
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,40 @@ def test_read_prompts(tmp_path, monkeypatch):
   assert read_prompts(None, str(path)) == ["first", "second"]
   monkeypatch.setattr(sys, "stdin", open(path))
   assert read_prompts(None, None) == ["first", "second"]
+
+
+def run_main(*args: str) -> None:
+  """transformer.generate.main under the given command-line flags, in this process (fast)."""
+  verbosity = absl_logging.get_verbosity()
+  try:
+    generate_main([flags.FLAGS(["generate", *args])[0]])
+  finally:
+    flags.FLAGS.unparse_flags()
+    absl_logging.set_verbosity(verbosity)
+
+
+def test_command_line_prints_one_line_per_prompt(workdir, tmp_path, capsys):
+  path, _, _ = workdir
+  prompts = ["the fox", "def add(a, b): return a + b", "print the sum"]
+  (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+  run_main(f"--workdir={path}", f"--prompts_file={tmp_path / 'prompts.txt'}", "--method=beam",
+           "--beam_size=2", "--max_new_tokens=5", "--batch_size=2")
+  config, params, tokenizer = load_for_generation(str(path))
+  expected = decoding.generate_texts(config, params, tokenizer, prompts, batch_size=2, method="beam",
+                                     beam_size=2, max_new_tokens=5)
+  assert capsys.readouterr().out.splitlines() == [one_line(text) for text in expected]
+  run_main(f"--workdir={path}", "--prompt=the fox", "--method=sample", "--top_k=5", "--seed=3",
+           "--max_new_tokens=4")
+  sampled = decoding.generate_texts(config, params, tokenizer, ["the fox"], seed=3, method="sample",
+                                    top_k=5, max_new_tokens=4)
+  assert capsys.readouterr().out.splitlines() == [one_line(sampled[0])]
+
+
+def test_command_line_names_a_bad_workdir_and_an_empty_prompt(workdir, tmp_path):
+  with pytest.raises(app.UsageError, match=f"--workdir={tmp_path}: no config.json"):
+    run_main(f"--workdir={tmp_path}", "--prompt=x")
+  with pytest.raises(app.UsageError, match="prompt 0 is empty"):
+    run_main(f"--workdir={workdir[0]}", "--prompt= ")
 
 
 @pytest.mark.slow
