@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from transformer import special_ids
 from transformer.data import pipeline
+from transformer.data.builders import catalog
 from transformer.data.tokenizer import sentinel_id
 from transformer.models import attention
 
@@ -280,6 +281,18 @@ def test_catalog_datasets_under_mock_data(small_config, tokenizer, name, task, t
     base = key.replace("_segmentation", "").replace("_position", "")
     assert value.shape == (4, lengths[base]), key
   assert (batch["targets_segmentation"] > 0).any()
+
+
+@pytest.mark.parametrize("name", ["wmt14_translate/de-en", "wmt_t2t_translate/de-en"])
+def test_catalog_translation_goes_english_to_german(small_config, tokenizer, monkeypatch, name):
+  records = [{"de": "das ist ein Haus".encode(), "en": b"this is a house"},
+             {"de": "der Hund".encode(), "en": b"the dog"}]
+  monkeypatch.setattr(catalog, "catalog_source", lambda *args: records)
+  cfg = small_config(source="tfds", name=name, task="seq2seq", seq_len=48, targets_len=16)
+  batch = next(_dataset(cfg, tokenizer, "validation", train=False, batch=2))
+  text = lambda row: tokenizer.decode(row[row > special_ids.EOS_ID].tolist())  # noqa: E731
+  assert [text(row) for row in batch["inputs"]] == ["this is a house", "the dog"]
+  assert [text(row) for row in batch["targets"]] == ["das ist ein Haus", "der Hund"]
 
 
 def test_packing_efficiency_at_256(small_config, tokenizer):
