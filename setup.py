@@ -1,11 +1,13 @@
-"""Installs `transformer`: the Transformer of "Attention Is All You Need" and the LLM pipeline around it."""
+"""Installs `transformer`: the Transformer of "Attention Is All You Need" and the LLM pipeline
+around it."""
 
 from setuptools import find_packages, setup
 
 setup(
     name="transformer",
     version="0.1.0",
-    description="JAX/Flax Transformer (Vaswani et al., 2017) with pretraining, fine-tuning and a reward stage.",
+    description="JAX/Flax Transformer (Vaswani et al., 2017) with pretraining, fine-tuning "
+                "and a reward stage.",
     python_requires=">=3.11",
     packages=find_packages(include=["transformer", "transformer.*"]),
     install_requires=[
@@ -25,6 +27,9 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29", "ruff>=0.6"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.12"],      # TPU VMs and Colab TPU runtimes (libtpu)
+        "cuda": ["jax[cuda]>=0.10.2,<0.12"],    # NVIDIA GPUs (CUDA 12 wheels)
     },
 )

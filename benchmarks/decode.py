@@ -19,7 +19,7 @@ from absl import app, flags
 
 from transformer.decoding import generate
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 from transformer.special_ids import PAD_ID
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")

@@ -7,7 +7,8 @@ d_model 128, tied output, no dropout, and the same optimizer (AdamW, cosine, pea
   :lstm        2 LSTM layers (~0.39M params)
   :gated_cnn   4 gated convolution blocks, kernel width 4, receptive field 13 tokens (~0.65M)
   :transformer 4 pre-LN decoder layers, 4 heads, d_ff 512, rotary positions (~0.92M)
-The n-gram baseline on the same tokens: `python -m transformer.ngram` (README.md, "Baseline language models").
+The n-gram baseline on the same tokens: `python -m transformer.ngram` (README.md, "Baseline
+language models").
 
 Command:
   python -m transformer.train --config=experiments/baselines.py:lstm --workdir=runs/baselines_lstm
@@ -17,10 +18,14 @@ Runtime on 2 CPU cores: corpus and tokenizer ~1 min once; training ~1.5 (lstm), 
 (gated_cnn), ~3.5 (transformer) minutes.
 Expected result (eval perplexity on the 10 validation batches after 200 steps, measured):
 transformer ~101, gated_cnn ~119, lstm ~172; the Kneser-Ney trigram on the same tokens ~91
-(it sees the whole 4.2M-token train split, the networks 0.8M tokens). See README.md, "Baseline language models".
+(it sees the whole 4.2M-token train split, the networks 0.8M tokens). See README.md,
+"Baseline language models".
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture):
+  --config=experiments/baselines.py:lstm,tiny
 """
 
-from transformer.training.presets import embedded_corpus_run
+from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 MODELS = {
     "lstm": dict(architecture="lstm", num_decoder_layers=2),
@@ -31,10 +36,9 @@ MODELS = {
 
 
 def get_config(arg: str | None = None):
-  """The causal-LM pretraining config for model `arg` in MODELS (default 'lstm')."""
-  arg = arg or "lstm"
-  if arg not in MODELS:
-    raise ValueError(f"experiments/baselines.py: the argument must be one of {tuple(MODELS)}, got {arg!r}")
+  """The causal-LM pretraining config for model `arg` in MODELS (default 'lstm'); ',tiny'
+  shrinks it."""
+  arg, tiny = parse_arg(arg, "baselines", tuple(MODELS), default="lstm")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=200)
   c.model.update(num_encoder_layers=0, **MODELS[arg])
-  return c
+  return shrink(c) if tiny else c

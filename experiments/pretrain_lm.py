@@ -12,15 +12,19 @@ Runtime on 2 CPU cores: ~6 minutes (corpus and tokenizer ~1.5 min, training ~4 m
 Expected result: validation token loss from ~7 (untrained) to ~2.5 (perplexity ~12): Python
 code is very predictable; the samples at the end continue validation code plausibly.
 Fine-tune from it with `--config.init_from=runs/pretrain_lm` in a decoder-only finetune run.
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture):
+  --config=experiments/pretrain_lm.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run
+from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The embedded-corpus causal-LM pretraining config (`arg` unused)."""
-  del arg
+  """The embedded-corpus causal-LM pretraining config; `arg` 'tiny' gives the seconds-long
+  variant."""
+  _, tiny = parse_arg(arg, "pretrain_lm")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=400)
   c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
                  num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
-  return c
+  return shrink(c) if tiny else c

@@ -12,16 +12,20 @@ Command:
 Runtime on 2 CPU cores: ~5 minutes (corpus and tokenizer ~1.5 min, training ~3.5 min).
 Expected result: validation token loss from ~7 (untrained) to ~3.5 (token accuracy ~0.35);
 the samples show sentinel-delimited guesses of the dropped spans.
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture):
+  --config=experiments/pretrain_span.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run
+from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The embedded-corpus span-corruption pretraining config (`arg` unused)."""
-  del arg
+  """The embedded-corpus span-corruption pretraining config; `arg` 'tiny' gives the
+  seconds-long variant."""
+  _, tiny = parse_arg(arg, "pretrain_span")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "span_corruption", num_train_steps=300)
   c.data.num_sentinels = 32
   c.model.update(architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
                  num_decoder_layers=2)
-  return c
+  return shrink(c) if tiny else c

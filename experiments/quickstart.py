@@ -15,14 +15,17 @@ token accuracy 0.36, greedy sacreBLEU ~1.5 on 64 validation examples (a 1M-param
 metrics.jsonl and curves.png in the workdir, and three greedy-decoded validation samples
 printed at the end. Running the same command again resumes from the last checkpoint and
 stops at once (~13 s).
+
+Tiny variant (seconds: a smoke test of the same stage, task and architecture on a slice of
+the corpus): --config=experiments/quickstart.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run
+from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The quickstart run config (`arg` unused)."""
-  del arg
+  """The quickstart run config; `arg` 'tiny' gives the seconds-long variant (presets.shrink)."""
+  _, tiny = parse_arg(arg, "quickstart")
   c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "seq2seq", num_train_steps=300)
   c.data.targets_len = 32
   c.model.update(architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
@@ -31,4 +34,4 @@ def get_config(arg: str | None = None):
   c.eval_steps = 0                 # the whole validation split
   c.num_samples = 3
   c.bleu_eval_batches = 2          # 64 validation examples decoded greedily for sacreBLEU
-  return c
+  return shrink(c) if tiny else c

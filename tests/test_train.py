@@ -23,13 +23,18 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config=experiments/no_such_file.py"], "No such file or directory: 'experiments/no_such_file.py'"),
+    (["--config=experiments/no_such_file.py"],
+     "No such file or directory: 'experiments/no_such_file.py'"),
     (["--config=experiments/quickstart.py", "--config.optimizer.lerning_rate=1"],
      "unknown config field in --config.optimizer.lerning_rate (Did you mean \"learning_rate\""),
-    (["--config=experiments/quickstart.py", "--config.num_train_steps=ten"], "--config.num_train_steps=ten"),
-    (["--config=experiments/quickstart.py", "--config.stage=distill"], "config.stage must be one of"),
-    (["--config=experiments/quickstart.py", "--config.model.num_heads=3"], "config.model.d_model (128) must be divisible"),
-    (["--config=experiments/wmt14_ende.py:huge"], "takes ':base' or ':big', got 'huge'"),
+    (["--config=experiments/quickstart.py", "--config.num_train_steps=ten"],
+     "--config.num_train_steps=ten"),
+    (["--config=experiments/quickstart.py", "--config.stage=distill"],
+     "config.stage must be one of"),
+    (["--config=experiments/quickstart.py", "--config.model.num_heads=3"],
+     "config.model.d_model (128) must be divisible"),
+    (["--config=experiments/wmt14_ende.py:huge"],
+     "takes one of ('base', 'big'), optionally with ',tiny', got 'huge'"),
 ])
 def test_config_errors_are_one_line(args, message, tmp_path):
   workdir = tmp_path / "run"
@@ -38,22 +43,28 @@ def test_config_errors_are_one_line(args, message, tmp_path):
 
 
 def test_incompatible_workdir_is_one_line(tmp_path):
-  from ml_collections import config_flags  # noqa: F401  (loads experiment files like the CLI)
   import importlib.util
+
+  from ml_collections import config_flags  # noqa: F401  (loads experiment files like the CLI)
+
   from transformer.training.checkpoints import write_config
-  spec = importlib.util.spec_from_file_location("quickstart", os.path.join(ROOT, "experiments", "quickstart.py"))
+  spec = importlib.util.spec_from_file_location(
+      "quickstart", os.path.join(ROOT, "experiments", "quickstart.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   earlier = module.get_config()
   earlier.model.d_model = 256
   write_config(str(tmp_path), earlier)
   line = error_line(train("--config=experiments/quickstart.py", f"--workdir={tmp_path}"))
-  assert f"workdir {tmp_path} holds a run with an incompatible model config (d_model: 256 in the workdir, 128 now)" in line
+  assert (f"workdir {tmp_path} holds a run with an incompatible model config "
+          "(d_model: 256 in the workdir, 128 now)") in line
 
 
 def test_dry_run_wmt14_base_prints_its_63_082_496_params():
-  result = train("--config=experiments/wmt14_ende.py:base", "--dry_run", "--config.global_batch_size=8")
+  result = train("--config=experiments/wmt14_ende.py:base", "--dry_run",
+                 "--config.global_batch_size=8")
   assert result.returncode == 0, result.stderr
   line = next(line for line in result.stdout.splitlines() if line.startswith("params: "))
-  assert line == "params: 63,082,496 (63.08M)"  # the paper's "65M" (tests/models/test_config.py: the formula)
+  # the paper's "65M" (tests/models/test_config.py: the formula)
+  assert line == "params: 63,082,496 (63.08M)"
   assert "memory per device" in result.stdout

@@ -1,1 +1,2 @@
-"""`transformer`: the Transformer of "Attention Is All You Need" in JAX/Flax, and the LLM pipeline around it."""
+"""`transformer`: the Transformer of "Attention Is All You Need" in JAX/Flax, and the LLM pipeline
+around it."""

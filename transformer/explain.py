@@ -1,4 +1,4 @@
-r"""Walks the Transformer through the seed notes' example, printing the model's own matrices.
+r"""Walks the Transformer through a hand-worked example, printing the model's own matrices.
 
   python -m transformer.explain
   python -m transformer.explain --inputs="the cat sat" --targets="le chat" \

@@ -21,8 +21,9 @@ from transformer.data.tokenizer import Tokenizer, load_tokenizer
 from transformer.models.config import ModelConfig
 from transformer.training import checkpoints
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir: config.json, spm.model, checkpoints/.",
-                            required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Training workdir: config.json, spm.model, checkpoints/.",
+                               required=True)
 _PROMPT = flags.DEFINE_string("prompt", None, "A single prompt.")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A file of prompts, one per line.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the latest).")

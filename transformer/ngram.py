@@ -14,22 +14,29 @@ tokens (each chunk predicted from BOS) behind its eval perplexity.
 
 import json
 import time
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from transformer.data import config as data_config
 from transformer.data import pipeline
 from transformer.models.ngram import NGramModel
 
-_DATA = config_flags.DEFINE_config_dict("data", pipeline.default_data_config(),
+_DATA = config_flags.DEFINE_config_dict("data", data_config.default_data_config(),
                                         "Data config; override fields with --data.x=y.")
 _ORDER = flags.DEFINE_integer("order", 3, "n of the n-gram model.")
-_DISCOUNT = flags.DEFINE_float("discount", None, "Kneser-Ney discount for every order; default: Ney's estimate.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/transformer_ngram", "Where spm.model is read (or trained on first use).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per validation batch (the neural run's global_batch_size).")
-_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 10, "Validation batches scored (the neural run's eval_steps); 0 = all.")
+_DISCOUNT = flags.DEFINE_float("discount", None,
+                               "Kneser-Ney discount for every order; default: Ney's estimate.")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/transformer_ngram",
+                               "Where spm.model is read (or trained on first use).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32,
+                                   "Rows per validation batch (the neural run's "
+                                   "global_batch_size).")
+_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 10,
+                                     "Validation batches scored (the neural run's eval_steps); "
+                                     "0 = all.")
 
 
 def segments(batches: Iterator[Mapping[str, np.ndarray]]) -> Iterator[np.ndarray]:
@@ -42,7 +49,8 @@ def segments(batches: Iterator[Mapping[str, np.ndarray]]) -> Iterator[np.ndarray
         yield row[row_segments == segment_id]
 
 
-def split_segments(data: Mapping, split: str, batch_size: int, batches: int, tokenizer) -> list[np.ndarray]:
+def split_segments(data: Mapping, split: str, batch_size: int, batches: int,
+                   tokenizer) -> list[np.ndarray]:
   """The target segments of the first `batches` (0 = all) unpacked batches of `split`."""
   it = pipeline.make_dataset(data, split, global_batch_size=batch_size, seed=0, train=False,
                              process_index=0, process_count=1, tokenizer=tokenizer)
@@ -70,7 +78,8 @@ def main(argv: Sequence[str]) -> None:
       "order": _ORDER.value, "discounts": [round(level.discount, 4) for level in model.levels],
       "train_tokens": int(sum(len(s) for s in train)), "eval_tokens": tokens,
       "nll": nll / tokens, "perplexity": float(np.exp(nll / tokens)),
-      "data_seconds": round(read - start, 1), "fit_eval_seconds": round(time.perf_counter() - read, 1)}))
+      "data_seconds": round(read - start, 1),
+      "fit_eval_seconds": round(time.perf_counter() - read, 1)}))
 
 
 if __name__ == "__main__":

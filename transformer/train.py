@@ -1,12 +1,17 @@
-r"""Trains a model: `python -m transformer.train --config=experiments/<file>.py[:arg] --workdir=DIR`.
+r"""Trains a model: `python -m transformer.train --config=experiments/<file>.py[:arg]
+--workdir=DIR`.
 
 Flags:
   --config=experiments/quickstart.py[:arg]   the experiment (its get_config(arg));
-  --config.<field>=<value>                   overrides any config field, e.g. --config.num_train_steps=10;
-  --workdir=DIR                              where checkpoints, metrics and plots go (resumed if present);
-  --dry_run                                  print the parameter overview, compile the step, report memory, exit;
-  --distributed                              join the other processes first (jax.distributed.initialize;
-                                             also if JAX_COORDINATOR_ADDRESS is set): coordinator,
+  --config.<field>=<value>                   overrides any config field, e.g.
+                                             --config.num_train_steps=10;
+  --workdir=DIR                              where checkpoints, metrics and plots go (resumed if
+                                             present);
+  --dry_run                                  print the parameter overview, compile the step,
+                                             report memory, exit;
+  --distributed                              join the other processes first
+                                             (jax.distributed.initialize; also if
+                                             JAX_COORDINATOR_ADDRESS is set): coordinator,
                                              process count and id from JAX_COORDINATOR_ADDRESS,
                                              JAX_NUM_PROCESSES, JAX_PROCESS_ID, else the platform's.
 
@@ -20,16 +25,19 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file (experiments/*.py[:arg]).",
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Experiment file (experiments/*.py[:arg]).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (checkpoints, metrics, plots).")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Directory of the run (checkpoints, metrics, plots).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build, print params, compile the step, and exit.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join the other processes first "
                                   "(jax.distributed.initialize; see the module docstring).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags and loads the config; a bad flag or config is one line on stderr, exit status 2."""
+  """Parses flags and loads the config; a bad flag or config is one line on stderr, exit
+  status 2."""
   try:
     remaining = flags.FLAGS(argv)
     if _CONFIG.value is None:
@@ -38,7 +46,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _WORKDIR.value is None and not _DRY_RUN.value:
       raise flags.Error("--workdir is required (e.g. --workdir=runs/quickstart)")
     return remaining
-  except (flags.Error, IOError, KeyError, AttributeError, TypeError, ValueError) as e:
+  except (OSError, flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
     fail(one_line(e, argv))
 
 
@@ -52,7 +60,8 @@ def one_line(error: BaseException, argv: list[str]) -> str:
     key = lines[0].strip("'\"") if lines else "?"
     flag = next((arg.split("=")[0] for arg in argv if arg.startswith("--config.")
                  and arg.split("=")[0].endswith("." + key)), key)
-    return f"unknown config field in {flag}" + (f" ({' '.join(lines[1:])})" if len(lines) > 1 else "")
+    return f"unknown config field in {flag}" + (f" ({' '.join(lines[1:])})" if len(lines) > 1
+                                                else "")
   return lines[-1] if lines else repr(error)
 
 

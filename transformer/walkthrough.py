@@ -3,14 +3,15 @@
 `walkthrough` builds a word-level vocabulary from an input and a target sentence,
 initialises two one-layer `EncoderDecoder` models from the same `ModelConfig` that
 differ only in `num_heads` (the encoder walk uses one, the decoder walk another,
-as in the seed notes), runs the first model's encoder and the second model's
+as in the hand-worked tutorial this walk follows: F. Khan, "Solving Transformer by
+Hand: A Step-by-Step Math Example"), runs the first model's encoder and the second model's
 decoder on its output, and returns an ordered list of `Step`s: every matrix is
 a value the model sowed into, or returned from, its 'intermediates' collection
 (or, for the mask, positions and Q K^T, the model's own function on the same
 arguments). `format_walk` prints them; `plot_heatmaps` draws the attention heads
 and the positional encodings.
 
-Where the seed notes and the paper differ, the walk follows the paper and says so
+Where that tutorial and the paper differ, the walk follows the paper and says so
 in the step's note.
 """
 
@@ -27,8 +28,8 @@ from transformer.models.attention import MultiHeadAttention, make_attention_mask
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import TokenEmbedding, sinusoidal_positions
 from transformer.models.layers import FeedForward
-from transformer.models.transformer import (EncoderDecoder, positions_or_default,
-                                            segmentation_or_default)
+from transformer.models.sequences import positions_or_default, segmentation_or_default
+from transformer.models.transformer import EncoderDecoder
 from transformer.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SPECIAL_TOKENS = {PAD_ID: "<pad>", EOS_ID: "<end>", BOS_ID: "<start>", UNK_ID: "<unk>"}
@@ -214,7 +215,8 @@ def _attention_steps(block: str, title: str, run: dict, rows: tuple[str, ...],
     first = h == 0
 
     def step(what: str, label: str, value: np.ndarray, step_rows: tuple[str, ...],
-             step_cols: tuple[str, ...] = (), note: str = "") -> Step:
+             step_cols: tuple[str, ...] = (), note: str = "", h: int = h,
+             first: bool = first) -> Step:
       return Step(f"{block}.head{h + 1}.{what}", stack,
                   f"{title} · head {h + 1}/{heads} · {label}", value, step_rows, step_cols,
                   note or (notes.get(what, "") if first else ""))
@@ -268,7 +270,7 @@ def _ffn_steps(stack: str, run: dict, rows: tuple[str, ...], d_ff: int) -> list[
 def walkthrough(inputs: str = "when you play the game of thrones",
                 targets: str = "you win or you die", d_model: int = 6, encoder_heads: int = 1,
                 decoder_heads: int = 2, d_ff: int | None = None, seed: int = 0) -> Walk:
-  """Runs the walk of the seed notes and returns every matrix it prints.
+  """Runs the walk of the tutorial's example and returns every matrix it prints.
 
   Args:
     inputs: the encoder's sentence (words split on whitespace).

@@ -1,14 +1,16 @@
-"""Shared fixtures: a stdlib corpus subset prepared once per session, and a small tokenizer trained on it."""
+"""Shared fixtures: a stdlib corpus subset prepared once per session, and a small tokenizer
+trained on it."""
 
 import pytest
 
+from transformer.data import config as data_config
 from transformer.data import pipeline
 
 PACKAGES = ("json", "email", "http", "urllib")  # 45 modules; every split non-empty.
 
 
 def _small_config(data_dir: str, **overrides):
-  cfg = pipeline.default_data_config()
+  cfg = data_config.default_data_config()
   cfg.data_dir = data_dir
   cfg.stdlib_packages = PACKAGES
   cfg.vocab_size = 600

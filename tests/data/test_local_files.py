@@ -32,7 +32,8 @@ def test_empty_files_are_skipped_and_logged(tmp_path, caplog):
   _write(tmp_path / "b.tsv", "  \n")
   _write(tmp_path / "c.tsv", "x\ty\n")
   with caplog.at_level(logging.INFO):
-    assert local_files.read_records(str(tmp_path / "*.tsv"), "pairs") == [{"inputs": "x", "targets": "y"}]
+    assert local_files.read_records(str(tmp_path / "*.tsv"), "pairs") == [
+        {"inputs": "x", "targets": "y"}]
   assert "skipping empty file" in caplog.text and "a.tsv" in caplog.text
   assert "skipped 2 empty files" in caplog.text
 

@@ -1,4 +1,5 @@
-"""The embedded stdlib corpus: module discovery, docstring handling, preferences, splits, TFDS preparation."""
+"""The embedded stdlib corpus: module discovery, docstring handling, preferences, splits, TFDS
+preparation."""
 
 import json
 import os
@@ -123,7 +124,8 @@ def test_extract_summaries_removes_docstring():
   assert by_name["add"].target == "Return the sum of a and b."
   assert by_name["Error"].input == "class Error(Exception):\n    pass"
   assert by_name["Box.get"].input == "def get(self):\n    return self.value"
-  assert "A box that holds" not in by_name["Box"].input and "Return the value held" in by_name["Box"].input
+  assert ("A box that holds" not in by_name["Box"].input
+          and "Return the value held" in by_name["Box"].input)
 
 
 def _summary(module, name, target):
@@ -141,11 +143,13 @@ def test_pair_preferences_nearest_name_same_module_first():
   assert pairs["beta"]["rejected"] == "Alpha does things."
   assert pairs["gamma"]["rejected"] == "Alpha does things."
   assert pairs["solo"]["rejected"] == "Beta does things."  # nearest (module, name): a.gamma
-  assert stdlib_corpus.pair_preferences(list(reversed(summaries))) == stdlib_corpus.pair_preferences(summaries)
+  assert (stdlib_corpus.pair_preferences(list(reversed(summaries)))
+          == stdlib_corpus.pair_preferences(summaries))
 
 
 def _read(config_name, data_dir):
-  config = stdlib_corpus.StdlibCorpusConfig(name=f"{config_name}_subset", content=config_name, packages=PACKAGES)
+  config = stdlib_corpus.StdlibCorpusConfig(name=f"{config_name}_subset", content=config_name,
+                                            packages=PACKAGES)
   builder = stdlib_corpus.prepare(config, data_dir)
   return builder, {s: list(builder.as_data_source(s)) for s in stdlib_corpus.SPLITS}
 
@@ -154,8 +158,8 @@ def test_prepared_subset_splits_disjoint_and_consistent(tmp_path):
   modules = {}
   for config in stdlib_corpus.CONFIG_NAMES:
     builder, data = _read(config, str(tmp_path))
-    assert builder.info.metadata["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}." \
-        f"{sys.version_info.micro}"
+    assert builder.info.metadata["python_version"] == (
+        f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}")
     modules[config] = {s: {ex["module"].decode() for ex in data[s]} for s in data}
     for split, names in modules[config].items():
       assert names, (config, split)
@@ -219,8 +223,8 @@ def test_full_build_over_a_small_fake_standard_library(tmp_path, monkeypatch, ca
 @pytest.mark.slow
 def test_full_build_under_two_minutes(tmp_path):
   start = time.time()
-  out = subprocess.run([sys.executable, "-m", "transformer.data.builders", f"--data_dir={tmp_path}"],
-                       capture_output=True, text=True, check=True)
+  out = subprocess.run([sys.executable, "-m", "transformer.data.builders",
+                        f"--data_dir={tmp_path}"], capture_output=True, text=True, check=True)
   assert time.time() - start < 120
   counts = json.loads(out.stdout.strip().splitlines()[-1])["counts"]
   print(counts)

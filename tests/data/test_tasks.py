@@ -23,7 +23,8 @@ def test_seq2seq_prefix_lm_preference():
   assert p["targets"].tolist() == [5, 6, 7, EOS]
   assert p["targets_weights"].tolist() == [0, 0, 1, 1] and p["targets_weights"].dtype == np.float32
   pref = tasks.preference(np.array([5]), np.array([7, 8]), np.array([9]))
-  assert pref["chosen"].tolist() == [5, 7, 8, EOS] and pref["chosen_weights"].tolist() == [0, 1, 1, 1]
+  assert (pref["chosen"].tolist() == [5, 7, 8, EOS]
+          and pref["chosen_weights"].tolist() == [0, 1, 1, 1])
   assert pref["rejected"].tolist() == [5, 9, EOS] and pref["rejected_weights"].tolist() == [0, 1, 1]
 
 
@@ -37,7 +38,8 @@ def test_corrupt_spans_hand_computed():
 
 
 def _reconstruct(inputs, targets):
-  """Plain-python inverse of span corruption: sentinel k in inputs -> the tokens after it in targets."""
+  """Plain-python inverse of span corruption: sentinel k in inputs -> the tokens after it in
+  targets."""
   spans, current = {}, None
   for t in targets[:-1]:
     if t >= sentinel_id(0) and t < sentinel_id(100):
@@ -58,7 +60,8 @@ def test_span_corruption_sentinels_in_order_and_reconstruct():
     out = tasks.span_corruption(tokens, rng)
     sentinels = [t for t in out["inputs"].tolist() if sentinel_id(0) <= t < sentinel_id(100)]
     assert sentinels == [sentinel_id(k) for k in range(len(sentinels))]
-    assert [t for t in out["targets"].tolist() if sentinel_id(0) <= t < sentinel_id(100)] == sentinels
+    assert [t for t in out["targets"].tolist()
+            if sentinel_id(0) <= t < sentinel_id(100)] == sentinels
     assert out["inputs"][-1] == EOS and out["targets"][-1] == EOS
     assert _reconstruct(out["inputs"].tolist(), out["targets"].tolist()) == tokens.tolist()
 

@@ -9,8 +9,9 @@ from transformer.data import tokenizer as tokenizer_lib
 
 
 def test_special_ids_and_sentinels(tokenizer):
-  assert [tokenizer.id_to_piece(i) for i in (special_ids.PAD_ID, special_ids.EOS_ID, special_ids.BOS_ID,
-                                             special_ids.UNK_ID)] == ["<pad>", "</s>", "<s>", "<unk>"]
+  assert [tokenizer.id_to_piece(i)
+          for i in (special_ids.PAD_ID, special_ids.EOS_ID, special_ids.BOS_ID,
+                    special_ids.UNK_ID)] == ["<pad>", "</s>", "<s>", "<unk>"]
   assert tokenizer.num_sentinels == 24 and tokenizer.vocab_size == 600
   for k in (0, 1, 23):
     assert tokenizer_lib.sentinel_id(k) == 4 + k == tokenizer.sentinel(k)
@@ -37,7 +38,8 @@ def test_save_load_and_pickle(tokenizer, tmp_path):
   loaded = tokenizer_lib.load_tokenizer(path)
   text = "class A:\n    pass\n"
   assert loaded.encode(text).tolist() == tokenizer.encode(text).tolist()
-  assert pickle.loads(pickle.dumps(tokenizer)).encode(text).tolist() == tokenizer.encode(text).tolist()
+  assert (pickle.loads(pickle.dumps(tokenizer)).encode(text).tolist()
+          == tokenizer.encode(text).tolist())
 
 
 def test_train_options_are_checked():

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 
 
 def tiny_config(architecture: str = "encoder_decoder", **overrides) -> ModelConfig:

@@ -7,7 +7,8 @@ import pytest
 
 from tests.decoding.conftest import init_params, tiny_config
 from transformer.decoding.cache import model_logits_fn
-from transformer.models.transformer import build_model, shift_right
+from transformer.models.registry import build_model
+from transformer.models.sequences import shift_right
 
 
 @pytest.mark.parametrize("architecture,position_encoding,norm_placement,use_cache", [

@@ -1,4 +1,5 @@
-"""Text prompts: empty -> error, too long -> truncated with a warning, unknown chars -> bytes/UNK."""
+"""Text prompts: empty -> error, too long -> truncated with a warning, unknown chars ->
+bytes/UNK."""
 
 import warnings
 

@@ -9,7 +9,7 @@ import pytest
 from tests.decoding.conftest import init_params, tiny_config
 from transformer.decoding import generate
 from transformer.decoding.sampling import sampler, top_k_filter, top_p_filter
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 from transformer.special_ids import PAD_ID
 
 PROMPTS = jnp.array([[5, 6, 7, 8, 9], [10, 11, 0, 0, 0]], jnp.int32)

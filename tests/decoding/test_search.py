@@ -11,7 +11,7 @@ from tests.decoding.conftest import init_params, tiny_config
 from transformer.decoding import generate
 from transformer.decoding.cache import model_logits_fn
 from transformer.decoding.search import beam_search, length_penalty
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 from transformer.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 A, B = 4, 5  # two ordinary tokens of a 6-token vocabulary

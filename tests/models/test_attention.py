@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import numpy_reference as ref
+
 from transformer.models.attention import MultiHeadAttention, make_attention_mask
 from transformer.models.config import ModelConfig
 

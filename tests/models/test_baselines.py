@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from transformer.data.tasks import TASKS
 from transformer.decoding import generate
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 from transformer.special_ids import BOS_ID, PAD_ID
 from transformer.training import flops, stages
 
@@ -37,7 +38,8 @@ def sigmoid(x):
 
 
 def numpy_lstm_logits(params, tokens: np.ndarray, d: int) -> np.ndarray:
-  """Step-by-step NumPy LSTM over one unpacked row of decoder inputs: [length] -> [length, vocab]."""
+  """Step-by-step NumPy LSTM over one unpacked row of decoder inputs:
+  [length] -> [length, vocab]."""
   table = params["token_embedding"]["embedding"]
   x = table[tokens] * np.sqrt(d)
   for name in sorted(k for k in params if k.startswith("layers_")):
@@ -88,7 +90,8 @@ def test_causal_logits_at_i_depend_on_targets_before_i(architecture):
   targets = jnp.array([[5, 7, 4, 9, 12, 6, 11, 8]], jnp.int32)
   base = model.apply({"params": params}, targets)
   for j in range(targets.shape[1]):
-    changed = model.apply({"params": params}, targets.at[0, j].set(10 if targets[0, j] != 10 else 9))
+    changed = model.apply({"params": params},
+                          targets.at[0, j].set(10 if targets[0, j] != 10 else 9))
     np.testing.assert_array_equal(changed[:, :j + 1], base[:, :j + 1])
     if j + 1 < targets.shape[1]:
       assert np.abs(changed[:, j + 1] - base[:, j + 1]).max() > 1e-6
@@ -161,7 +164,8 @@ def test_greedy_generation_continues_the_prompt(architecture):
   tokens = np.asarray(generate(cfg, params, jnp.array([prompt], jnp.int32), max_new_tokens=3))[0]
   expected = list(prompt)
   for _ in range(3):  # argmax of the full forward pass on the sequence so far
-    expected.append(int(jnp.argmax(model.apply({"params": params}, jnp.array([expected + [4]]))[0, -1])))
+    expected.append(int(jnp.argmax(
+        model.apply({"params": params}, jnp.array([expected + [4]]))[0, -1])))
   np.testing.assert_array_equal(tokens[:3], expected[3:])
 
 
@@ -181,5 +185,7 @@ def test_stages_train_baselines_on_causal_lm_tasks_only(architecture):
 def test_flops_per_architecture():
   d, v, b, t, layers = 8, 13, 2, 16, 2
   shapes = {"targets": (b, t)}
-  assert flops.train_flops_per_step(tiny("lstm"), shapes) == 6 * b * t * (layers * 8 * d * d + v * d)
-  assert flops.train_flops_per_step(tiny("gated_cnn"), shapes) == 6 * b * t * (layers * 2 * 3 * d * d + v * d)
+  assert (flops.train_flops_per_step(tiny("lstm"), TASKS["lm"], shapes)
+          == 6 * b * t * (layers * 8 * d * d + v * d))
+  assert (flops.train_flops_per_step(tiny("gated_cnn"), TASKS["lm"], shapes)
+          == 6 * b * t * (layers * 2 * 3 * d * d + v * d))

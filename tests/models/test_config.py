@@ -1,12 +1,12 @@
 """Parameter counts of the paper's sizes (derived from the formula) and config validation."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import pytest
 
 from transformer.models.config import ModelConfig, named_size
-from transformer.models.transformer import build_model
+from transformer.models.registry import build_model
 
 
 def expected_count(vocab: int, d: int, d_ff: int, n_enc: int, n_dec: int) -> int:
@@ -50,7 +50,7 @@ def test_decoder_only_count():
     ("num_heads", 3, "divisible by ModelConfig.num_heads"),
     ("position_encoding", "alibi", "ModelConfig.position_encoding"),
     ("norm_placement", "middle", "ModelConfig.norm_placement"),
-    ("architecture", "encoder_only", "ModelConfig.architecture"),
+    ("architecture", 3, "ModelConfig.architecture"),
     ("dropout_rate", 1.5, "ModelConfig.dropout_rate"),
     ("vocab_size", 0, "ModelConfig.vocab_size"),
     ("dtype", "int8", "ModelConfig.dtype"),
@@ -58,6 +58,12 @@ def test_decoder_only_count():
 def test_invalid_fields_are_named(field, value, message):
   with pytest.raises(ValueError, match=message):
     ModelConfig(**{field: value})
+
+
+def test_an_unknown_architecture_is_named_when_the_model_is_built():
+  with pytest.raises(ValueError,
+                     match=r"ModelConfig.architecture must be one of \('encoder_decoder'"):
+    build_model(ModelConfig(architecture="encoder_only"))
 
 
 def test_variants_differ_only_in_mode():

@@ -5,8 +5,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from numpy_reference import sinusoid
+
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import TokenEmbedding, apply_rope, sinusoidal_positions
 
@@ -31,12 +31,13 @@ def test_rope_matches_rotation_matrices_and_is_relative():
     for i in range(4):
       theta = pos / 10000 ** (2 * i / 8)
       rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-      np.testing.assert_allclose(out[0, pos, :, 2 * i:2 * i + 2], x[0, pos, :, 2 * i:2 * i + 2] @ rotation.T,
-                                 atol=1e-5)
+      np.testing.assert_allclose(out[0, pos, :, 2 * i:2 * i + 2],
+                                 x[0, pos, :, 2 * i:2 * i + 2] @ rotation.T, atol=1e-5)
   # <rope(q, m), rope(k, n)> depends on m - n only.
   q, k = x[:, :1], x[:, 1:2]
   def score(m, n):
-    return float(jnp.sum(apply_rope(jnp.asarray(q), jnp.array([[m]])) * apply_rope(jnp.asarray(k), jnp.array([[n]]))))
+    return float(jnp.sum(apply_rope(jnp.asarray(q), jnp.array([[m]]))
+                         * apply_rope(jnp.asarray(k), jnp.array([[n]]))))
   np.testing.assert_allclose(score(7, 3), score(14, 10), rtol=1e-4)
 
 
@@ -46,7 +47,8 @@ def test_embedding_is_scaled_and_tied():
   tokens = jnp.array([[1, 5, 10]])
   params = module.init(jax.random.PRNGKey(0), tokens)
   table = np.asarray(jax.tree_util.tree_leaves(params)[0])
-  np.testing.assert_allclose(module.apply(params, tokens)[0], table[[1, 5, 10]] * math.sqrt(6), rtol=1e-6)
+  np.testing.assert_allclose(module.apply(params, tokens)[0], table[[1, 5, 10]] * math.sqrt(6),
+                             rtol=1e-6)
   x = np.random.default_rng(0).normal(size=(1, 2, 6)).astype(np.float32)
   np.testing.assert_allclose(module.apply(params, jnp.asarray(x), method=module.attend)[0],
                              x[0] @ table.T, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
-"""The interpolated Kneser-Ney n-gram model: hand-computed probabilities, normalisation, perplexity."""
+"""The interpolated Kneser-Ney n-gram model: hand-computed probabilities, normalisation,
+perplexity."""
 
 import math
 
@@ -58,7 +59,8 @@ def test_perplexity_is_exp_mean_negative_log_prob():
 
 def test_higher_order_learns_a_deterministic_cycle():
   cycle = [[4, 5, 6, 4, 7, 8] * 20]  # after (4) comes 5 or 7; after (6, 4) always 7
-  ppl = {order: NGramModel.fit(cycle, order, vocab_size=10).perplexity(cycle) for order in (1, 2, 3)}
+  ppl = {order: NGramModel.fit(cycle, order, vocab_size=10).perplexity(cycle)
+         for order in (1, 2, 3)}
   assert ppl[3] < ppl[2] < ppl[1] and ppl[3] < 1.2
 
 

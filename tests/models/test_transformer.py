@@ -6,12 +6,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import optax
 import pytest
 
-import numpy_reference as ref
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model, shift_right
+from transformer.models.registry import build_model
+from transformer.models.sequences import shift_right
 from transformer.training.losses import token_cross_entropy
 
 TINY = ModelConfig(vocab_size=23, d_model=16, num_heads=4, d_ff=32, num_encoder_layers=2,
@@ -19,7 +20,8 @@ TINY = ModelConfig(vocab_size=23, d_model=16, num_heads=4, d_ff=32, num_encoder_
 
 
 def tokens(shape, seed, low=4):
-  return jnp.asarray(np.random.default_rng(seed).integers(low, TINY.vocab_size, size=shape), jnp.int32)
+  return jnp.asarray(np.random.default_rng(seed).integers(low, TINY.vocab_size, size=shape),
+                     jnp.int32)
 
 
 def init(cfg, *args):
@@ -38,8 +40,10 @@ def test_shift_right_restarts_each_segment():
 
 
 def test_encoder_decoder_matches_numpy():
-  inputs = np.array(tokens((2, 7), 1)); inputs[0, 5:] = 0
-  targets = np.array(tokens((2, 6), 2)); targets[1, 4:] = 0
+  inputs = np.array(tokens((2, 7), 1))
+  inputs[0, 5:] = 0
+  targets = np.array(tokens((2, 6), 2))
+  targets[1, 4:] = 0
   params = init(TINY, inputs, targets)
   logits = np.asarray(forward(TINY, params, inputs, targets))
   for b in range(2):
@@ -61,7 +65,8 @@ def test_causality_gradient_is_exactly_zero(architecture):
     logits = model.apply({"params": variables["params"], "perturbations": perturbation}, *args)
     return logits[0].sum(-1)
 
-  jacobian = jax.jit(jax.jacrev(outputs))(perturbations)["decoder"]["embedded"]  # [t, 1, t, d_model]
+  # [t, 1, t, d_model]
+  jacobian = jax.jit(jax.jacrev(outputs))(perturbations)["decoder"]["embedded"]
   # g[i, p]: sensitivity of output i to decoder input p, which holds target p - 1.
   g = np.abs(np.asarray(jacobian[:, 0])).sum(-1)
   assert np.all(np.triu(g, k=1) == 0.0), g
@@ -69,8 +74,10 @@ def test_causality_gradient_is_exactly_zero(architecture):
 
 
 def test_padding_changes_no_real_output():
-  inputs = np.array(tokens((2, 8), 5)); inputs[:, 6:] = 0
-  targets = np.array(tokens((2, 7), 6)); targets[:, 5:] = 0
+  inputs = np.array(tokens((2, 8), 5))
+  inputs[:, 6:] = 0
+  targets = np.array(tokens((2, 7), 6))
+  targets[:, 5:] = 0
   params = init(TINY, inputs, targets)
   segs = dict(inputs_segmentation=jnp.asarray(inputs != 0, jnp.int32),
               targets_segmentation=jnp.asarray(targets != 0, jnp.int32))
@@ -85,8 +92,10 @@ def test_padding_changes_no_real_output():
 @pytest.mark.parametrize("position_encoding", ["sinusoidal", "learned", "rope"])
 @pytest.mark.parametrize("norm_placement", ["post", "pre"])
 def test_packed_segments_never_attend_to_each_other(position_encoding, norm_placement):
-  cfg = dataclasses.replace(TINY, position_encoding=position_encoding, norm_placement=norm_placement)
-  a_in, a_tg, b_in, b_tg = tokens((1, 4), 9), tokens((1, 3), 10), tokens((1, 3), 11), tokens((1, 4), 12)
+  cfg = dataclasses.replace(TINY, position_encoding=position_encoding,
+                            norm_placement=norm_placement)
+  a_in, a_tg, b_in, b_tg = (tokens((1, 4), 9), tokens((1, 3), 10), tokens((1, 3), 11),
+                            tokens((1, 4), 12))
   packed_inputs = jnp.concatenate([a_in, b_in, jnp.zeros((1, 1), jnp.int32)], axis=1)
   packed_targets = jnp.concatenate([a_tg, b_tg, jnp.zeros((1, 1), jnp.int32)], axis=1)
   packing = dict(
@@ -107,7 +116,8 @@ def test_decoder_only_packing_matches_separate_runs():
   a, b = tokens((1, 3), 13), tokens((1, 4), 14)
   packed = jnp.concatenate([a, b], axis=1)
   params = init(cfg, packed)
-  out = np.asarray(forward(cfg, params, packed, targets_segmentation=jnp.array([[1, 1, 1, 2, 2, 2, 2]]),
+  out = np.asarray(forward(cfg, params, packed,
+                           targets_segmentation=jnp.array([[1, 1, 1, 2, 2, 2, 2]]),
                            targets_position=jnp.array([[0, 1, 2, 0, 1, 2, 3]])))
   np.testing.assert_allclose(out[0, :3], np.asarray(forward(cfg, params, a))[0], atol=1e-5)
   np.testing.assert_allclose(out[0, 3:], np.asarray(forward(cfg, params, b))[0], atol=1e-5)

@@ -1,14 +1,15 @@
-"""Tiny run configs on a small slice of the embedded corpus, prepared once per test session."""
+"""Tiny run configs (the experiments' own tiny variants) on a slice of the embedded corpus,
+prepared once per test session."""
 
 import hashlib
+import importlib.util
 import os
 import shutil
 
+import ml_collections
 import pytest
 
-from transformer.training.config import default_config
-
-PACKAGES = ("email", "json", "http")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="session")
@@ -23,40 +24,34 @@ def tokenizer_dir(tmp_path_factory) -> str:
   return str(tmp_path_factory.mktemp("tokenizers"))
 
 
-def make_tiny_config(data_dir: str, task: str = "seq2seq", stage: str | None = None):
-  """A 1-layer d_model 32 run config of `task` on the corpus slice in `data_dir`, a few steps long."""
-  c = default_config()
-  name, architecture, default_stage = {
-      "seq2seq": ("summarize", "encoder_decoder", "finetune"),
-      "lm": ("text", "decoder_only", "pretrain"),
-      "span_corruption": ("text", "encoder_decoder", "pretrain"),
-      "prefix_lm": ("summarize", "decoder_only", "finetune"),
-      "preference": ("preferences", "decoder_only", "reward"),
-  }[task]
-  c.stage = stage or default_stage
-  c.data.update(name=f"stdlib_corpus/{name}", task=task, seq_len=128 if task == "seq2seq" else 32, targets_len=64 if task == "seq2seq" else 0,
-                vocab_size=400, num_sentinels=8, stdlib_packages=PACKAGES, data_dir=data_dir,
-                spm_input_sentence_size=20_000)
-  c.model.update(architecture=architecture, d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
-                 num_decoder_layers=1, max_len=128)
-  c.global_batch_size = 4
-  c.num_train_steps = 4
-  c.optimizer.update(warmup_steps=2)
-  c.log_every_steps = 1
-  c.eval_every_steps = 2
-  c.eval_steps = 1
-  c.checkpoint_every_steps = 2
-  c.num_samples = 1
-  c.max_decode_length = 4
-  c.peak_flops_per_device = 1e11
-  c.async_checkpoints = False
-  return c
+def load_experiment(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of experiments/<name>.py, loaded by path as the --config flag does."""
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+# The experiment whose tiny variant stands for each data task in the tests.
+TASK_EXPERIMENTS = {"seq2seq": "quickstart", "lm": "pretrain_lm",
+                    "span_corruption": "pretrain_span"}
+
+
+def tiny_experiment(data_dir: str, task: str = "seq2seq",
+                    stage: str | None = None) -> ml_collections.ConfigDict:
+  """The tiny variant (`presets.shrink`) of the experiment of `task`, reading `data_dir`."""
+  config = load_experiment(TASK_EXPERIMENTS[task], "tiny")
+  config.data.data_dir = data_dir
+  if stage:
+    config.stage = stage
+  return config
 
 
 @pytest.fixture
 def tiny_config(data_dir):
-  """tiny_config(task, stage=None) -> make_tiny_config on the session's corpus slice."""
-  return lambda task="seq2seq", stage=None: make_tiny_config(data_dir, task, stage)
+  """tiny_config(task, stage=None) -> tiny_experiment on the session's corpus slice."""
+  return lambda task="seq2seq", stage=None: tiny_experiment(data_dir, task, stage)
 
 
 def cached_tokenizer(config, tokenizer_dir: str) -> str:
@@ -71,7 +66,8 @@ def cached_tokenizer(config, tokenizer_dir: str) -> str:
 
 @pytest.fixture
 def workdir_for(tmp_path, tokenizer_dir):
-  """workdir_for(config, name) -> a fresh workdir holding the config's (cached) trained tokenizer."""
+  """workdir_for(config, name) -> a fresh workdir holding the config's (cached) trained
+  tokenizer."""
   from transformer.training.checkpoints import tokenizer_path
 
   def make(config, name: str = "run") -> str:

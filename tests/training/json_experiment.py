@@ -1,6 +1,7 @@
-"""An experiment file that loads a run config saved as JSON (tests drive the CLI with it).
+r"""An experiment file that loads a run config saved as JSON (tests drive the CLI with it).
 
-  python -m transformer.train --config=tests/training/json_experiment.py:/path/config.json --workdir=DIR
+  python -m transformer.train --config=tests/training/json_experiment.py:/path/config.json \
+      --workdir=DIR
 """
 
 import json

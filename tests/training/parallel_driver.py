@@ -7,72 +7,66 @@ starts, so the 8-device checks cannot run inside the pytest process). RUN.json h
 {'config': run config dict, 'tokenizer': spm.model path, 'workdir': scratch dir}; OUT.json
 receives the losses of every layout and the checkpoint round trips (see `main`).
 
-`train` mirrors `loop.run`'s use of the library (same init and dropout keys, one summarized
-loss per step), without data loading, eval or logging, so one layout's compiled step can be
-fed the same global batches as another's.
+`train` drives the run's own assembly (`training/assembly.py`, what `loop.run` uses: same
+init and dropout keys, one summarized loss per step), without data loading, eval or logging,
+so one layout's compiled step can be fed the same global batches as another's.
 """
 
 import json
 import os
 import sys
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
 from transformer.data import pipeline
-from transformer.models.transformer import build_model
 from transformer.training import checkpoints, parallel
-from transformer.training.config import model_config
+from transformer.training.assembly import Assembly, assemble
 from transformer.training.loop import sum_metrics
-from transformer.training.optim import make_optimizer
-from transformer.training.stages import get_stage
-from transformer.training.state import boxed_state_shapes, create_train_state, init_params
-from transformer.training.step import make_train_step
 
 Rows = Mapping[str, np.ndarray]
 
 
-class Trainer:
-  """A run config's model, optimizer and compiled train step under one layout."""
+def train(parts: Assembly, state: Any, rng: jax.Array,
+          batches: Sequence[Rows]) -> tuple[list[dict[str, float]], Any]:
+  """{'loss', 'grad_norm'} of the next len(batches) steps of `parts` from `state`, and the state
+  after them."""
+  records = []
+  for rows in batches:
+    state, sums = parts.train_step(state, parts.put_batch(rows),
+                                   jax.random.fold_in(rng, int(state.step)))
+    totals = sum_metrics([sums])
+    records.append({"loss": parts.stage.summarize(totals)["loss"],
+                    "grad_norm": totals["grad_norm"]})
+  return records, state
 
-  def __init__(self, config: ml_collections.ConfigDict, devices: Sequence[jax.Device]):
-    self.config, self.cfg, self.stage = config, model_config(config), get_stage(config.stage)
-    self.model = build_model(self.cfg.train())
-    self.tx, _ = make_optimizer(config.optimizer, self.cfg.d_model, config.num_train_steps)
-    self.layout = parallel.make_layout(config, boxed_state_shapes(self.model, self.cfg, self.tx),
-                                       list(devices))
-    self.step_fn = parallel.compile_train_step(self.layout, make_train_step(
-        self.stage.make_loss(self.model, self.cfg, config.label_smoothing), self.tx,
-        self.stage.denominator, grad_accum_steps=config.grad_accum_steps,
-        axis_name=self.layout.axis_name))
 
-  def init(self) -> tuple[Any, jax.Array]:
-    """(state, rng) at step 0, as `loop.run` makes them."""
-    init_rng, rng = (parallel.replicate(self.layout, key)
-                     for key in np.asarray(jax.random.split(jax.random.PRNGKey(self.config.seed))))
-    state = parallel.init_state(
-        self.layout, lambda key: create_train_state(init_params(self.model, self.cfg, key), self.tx),
-        init_rng)
-    return state, rng
+def sgd_update(parts: Assembly, rows: Rows) -> list[np.ndarray]:
+  """The params' change after one plain-SGD step on `rows` (-rate × gradient): the gradient
+  with its scale, which Adam would normalise away."""
+  state, rng = parts.init()
+  before = parallel.to_host(state.params)
+  _, state = train(parts, state, rng, [rows])
+  after = parallel.to_host(state.params)
+  return [a - b for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before))]
 
-  def train(self, state: Any, rng: jax.Array, batches: Sequence[Rows]) -> tuple[list[float], Any]:
-    """Losses of the next len(batches) steps from `state`, and the state after them."""
-    losses = []
-    for rows in batches:
-      state, sums = self.step_fn(state, parallel.put_batch(self.layout, rows),
-                                 jax.random.fold_in(rng, int(state.step)))
-      losses.append(self.stage.summarize(sum_metrics([sums]))["loss"])
-    return losses, state
+
+def relative_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+  """max |a - b| / max |b| over the leaves."""
+  scale = max(float(np.max(np.abs(y))) for y in b)
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)) / scale
 
 
 def global_batches(config: ml_collections.ConfigDict, tokenizer: Any, steps: int,
                    process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """The first `steps` global training batches of a run over `process_count` processes
   (their per-process rows concatenated in process order, as a global array lays them out)."""
-  iterators = [pipeline.make_dataset(config.data, "train", global_batch_size=config.global_batch_size,
+  iterators = [pipeline.make_dataset(config.data, "train",
+                                     global_batch_size=config.global_batch_size,
                                      seed=config.seed, train=True, process_index=i,
                                      process_count=process_count, tokenizer=tokenizer)
                for i in range(process_count)]
@@ -97,15 +91,24 @@ def without_dropout(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+def with_sgd(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Plain SGD at a constant rate 1, no clipping: one step's update is minus the gradient."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.optimizer.update(name="sgd", schedule="constant", learning_rate=1.0, warmup_steps=0,
+                          grad_clip_norm=0.0)
+  return config
+
+
 def max_difference(a: Sequence[float], b: Sequence[float]) -> float:
   return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def round_trip(source: Trainer, target: Trainer, state: Any, rng: jax.Array, data: Iterator,
+def round_trip(source: Assembly, target: Assembly, state: Any, rng: jax.Array, data: Iterator,
                next_batch: Rows, directory: str) -> dict[str, Any]:
   """Saves `state` under `source`'s layout, restores it under `target`'s, and trains one more
-  step under each: the restored params must equal the saved ones and the next losses agree."""
-  saved = parallel.to_host(state.params)
+  step under each: the restored params and optimizer state must equal the saved ones and the
+  next losses agree."""
+  saved, saved_opt = parallel.to_host(state.params), parallel.to_host(state.opt_state)
   manager = checkpoints.make_manager(directory, source.config)
   checkpoints.save(manager, state, rng, data, source.config)
   manager.wait_until_finished()
@@ -114,21 +117,27 @@ def round_trip(source: Trainer, target: Trainer, state: Any, rng: jax.Array, dat
   restored, restored_rng = checkpoints.restore(manager, step, template, target_rng, data)
   manager.close()
   params_equal = all(np.array_equal(a, b) for a, b in
-                     zip(jax.tree.leaves(saved), jax.tree.leaves(parallel.to_host(restored.params))))
+                     zip(jax.tree.leaves(saved),
+                         jax.tree.leaves(parallel.to_host(restored.params))))
+  opt_state_equal = all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(saved_opt), jax.tree.leaves(parallel.to_host(restored.opt_state))))
   shardings_match = all(x.sharding == s for x, s in zip(jax.tree.leaves(restored),
                                                         jax.tree.leaves(target.layout.state_sharding)))
-  source_loss, _ = source.train(state, rng, [next_batch])
-  target_loss, _ = target.train(restored, restored_rng, [next_batch])
+  source_loss, _ = train(source, state, rng, [next_batch])
+  target_loss, _ = train(target, restored, restored_rng, [next_batch])
+  source_loss, target_loss = [r["loss"] for r in source_loss], [r["loss"] for r in target_loss]
   return {"source": parallel.describe(source.layout), "target": parallel.describe(target.layout),
-          "params_equal": params_equal, "shardings_match": shardings_match,
+          "params_equal": params_equal, "opt_state_equal": opt_state_equal,
+          "shardings_match": shardings_match,
           "step": step, "source_loss": source_loss[0], "target_loss": target_loss[0],
           "difference": abs(source_loss[0] - target_loss[0])}
 
 
 def main(run_path: str, out_path: str) -> None:
-  """Losses over 5 steps under 1 device, jit data=8, jit 2×2×2 (dropout on) and 1 device,
-  pmap 8 (dropout off: pmap draws per-device masks); then checkpoint round trips
-  jit 2×2×2 -> 1 device and pmap 8 -> jit data=2, each followed by a 6th step."""
+  """Losses and gradient norms over 5 steps under 1 device, jit data=8, jit 2×2×2 (dropout on)
+  and 1 device, pmap 8 (dropout off: pmap draws per-device masks); one plain-SGD update under
+  each layout against one device's; then checkpoint round trips jit 2×2×2 -> 1 device and
+  pmap 8 -> jit data=2, each followed by a 6th step."""
   with open(run_path) as f:
     run = json.load(f)
   config = ml_collections.ConfigDict(run["config"])
@@ -139,30 +148,40 @@ def main(run_path: str, out_path: str) -> None:
   batches = [next(data) for _ in range(6)]
   devices = jax.devices()
   assert len(devices) == 8, devices
-  out: dict[str, Any] = {"losses": {}, "seconds": {}}
+  out: dict[str, Any] = {"losses": {}, "grad_norms": {}, "sgd_update_difference": {}, "seconds": {}}
 
-  def run_layout(name: str, trainer: Trainer) -> Any:
+  def run_layout(name: str, parts: Assembly) -> Any:
     start = time.perf_counter()
-    state, rng = trainer.init()
-    out["losses"][name], state = trainer.train(state, rng, batches[:5])
+    state, rng = parts.init()
+    records, state = train(parts, state, rng, batches[:5])
+    out["losses"][name] = [r["loss"] for r in records]
+    out["grad_norms"][name] = [r["grad_norm"] for r in records]
     out["seconds"][name] = time.perf_counter() - start
     return state, rng
 
-  reference = Trainer(config, devices[:1])
+  reference = assemble(config, devices[:1])
   run_layout("1 device", reference)
-  run_layout("jit data=8", Trainer(with_parallelism(config, data=8), devices))
-  sharded = Trainer(with_parallelism(config, data=2, fsdp=2, tensor=2), devices)
+  run_layout("jit data=8", assemble(with_parallelism(config, data=8), devices))
+  sharded = assemble(with_parallelism(config, data=2, fsdp=2, tensor=2), devices)
   sharded_state, sharded_rng = run_layout("jit data=2 fsdp=2 tensor=2", sharded)
   plain = without_dropout(config)
-  single = Trainer(plain, devices[:1])
+  single = assemble(plain, devices[:1])
   run_layout("1 device, no dropout", single)
-  pmap = Trainer(with_parallelism(plain, mode="pmap"), devices)
+  pmap = assemble(with_parallelism(plain, mode="pmap"), devices)
   pmap_state, pmap_rng = run_layout("pmap 8, no dropout", pmap)
+
+  sgd = with_sgd(plain)
+  reference_update = sgd_update(assemble(sgd, devices[:1]), batches[0])
+  for name, fields in (("jit data=8", dict(data=8)), ("jit data=2 fsdp=2 tensor=2",
+                                                      dict(data=2, fsdp=2, tensor=2)),
+                       ("pmap 8", dict(mode="pmap"))):
+    update = sgd_update(assemble(with_parallelism(sgd, **fields), devices), batches[0])
+    out["sgd_update_difference"][name] = relative_difference(update, reference_update)
 
   out["round_trips"] = [
       round_trip(sharded, reference, sharded_state, sharded_rng, data, batches[5],
                  os.path.join(run["workdir"], "jit_to_1")),
-      round_trip(pmap, Trainer(with_parallelism(plain, data=2), devices[:2]), pmap_state, pmap_rng,
+      round_trip(pmap, assemble(with_parallelism(plain, data=2), devices[:2]), pmap_state, pmap_rng,
                  data, batches[5], os.path.join(run["workdir"], "pmap_to_jit")),
   ]
   with open(out_path, "w") as f:

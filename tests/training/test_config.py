@@ -12,12 +12,14 @@ def test_default_config_is_valid():
     (lambda c: c.__setattr__("stage", "distill"), "config.stage must be one of"),
     (lambda c: c.optimizer.__setattr__("name", "sgd"), "config.optimizer.name"),
     (lambda c: c.__setattr__("global_batch_size", 0), "config.global_batch_size must be >= 1"),
-    (lambda c: c.update(global_batch_size=6, grad_accum_steps=4), "divisible by config.grad_accum_steps"),
+    (lambda c: c.update(global_batch_size=6, grad_accum_steps=4),
+     "divisible by config.grad_accum_steps"),
     (lambda c: c.__setattr__("label_smoothing", 1.5), "config.label_smoothing"),
     (lambda c: c.model.__setattr__("num_heads", 3), "config.model.d_model"),
     (lambda c: c.data.__setattr__("task", "seq2seq"), "config.data.task"),
     (lambda c: c.update(stage="reward"), "does not train on data task"),
-    (lambda c: (c.update(stage="finetune"), c.data.update(name="stdlib_corpus/summarize", task="seq2seq")),
+    (lambda c: (c.update(stage="finetune"),
+                c.data.update(name="stdlib_corpus/summarize", task="seq2seq")),
      "needs config.model.architecture='encoder_decoder'"),
 ])
 def test_invalid_values_name_the_field(mutate, message):

@@ -1,11 +1,10 @@
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer.training import checkpoints, metrics
+from transformer.training import checkpoints, writer
 from transformer.training.config import ConfigError
 from transformer.training.loop import dry_run, run
 from transformer.training.optim import make_optimizer
@@ -18,7 +17,7 @@ def run_logged(config, workdir):
 
 
 def train_losses(workdir):
-  return {r["step"]: r["loss"] for r in metrics.read_jsonl(workdir) if r["split"] == "train"}
+  return {r["step"]: r["loss"] for r in writer.read_jsonl(workdir) if r["split"] == "train"}
 
 
 def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_for):
@@ -28,9 +27,11 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   assert "starting from scratch" in log and "sample 1" in log and "step 4/4" in log
   assert {"loss", "accuracy", "perplexity"} <= set(result)
   files = set(os.listdir(straight))
-  assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard", "checkpoints"} <= files
+  assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard",
+          "checkpoints"} <= files
   assert os.listdir(os.path.join(straight, "tensorboard"))
-  assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints")) if s.isdigit()) == [2, 4]
+  assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints"))
+                if s.isdigit()) == [2, 4]
 
   interrupted = workdir_for(config, "interrupted")
   config.async_checkpoints = True  # the data position is still the one at the saved step
@@ -53,7 +54,8 @@ def test_incompatible_workdir_is_rejected_before_training(tiny_config, workdir_f
   workdir = workdir_for(config)
   checkpoints.write_config(workdir, config)
   config.model.d_model = 64
-  with pytest.raises(ConfigError, match=r"incompatible model config \(d_model: 32 in the workdir, 64 now\)"):
+  with pytest.raises(ConfigError,
+                     match=r"incompatible model config \(d_model: 32 in the workdir, 64 now\)"):
     run(config, workdir, print_fn=lambda line: None)
 
 
@@ -67,17 +69,20 @@ def test_init_from_restores_matching_params_and_reports_fresh_ones(tiny_config, 
   finetune.model.tie_output_embedding = False  # a new output head, initialised fresh
   finetune.init_from = pretrained
   finetune.num_train_steps = 1
-  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)  # params stay put
+  # params stay put
+  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)
   finetuned = os.path.join(os.path.dirname(pretrained), "finetune")
   _, log = run_logged(finetune, finetuned)
   assert f"initialising from init_from={pretrained}" in log
-  assert "initialised fresh 1" in log and "fresh: decoder/output_projection/kernel (not in checkpoint)" in log
+  assert ("initialised fresh 1" in log
+          and "fresh: decoder/output_projection/kernel (not in checkpoint)" in log)
   assert os.path.exists(os.path.join(finetuned, "spm.model"))  # the tokenizer comes along
 
   _, before, _ = checkpoints.load_params_for_inference(pretrained)
   cfg, after, tokenizer = checkpoints.load_params_for_inference(finetuned)
   assert cfg.deterministic and not cfg.tie_output_embedding and tokenizer.endswith("spm.model")
-  np.testing.assert_array_equal(after["token_embedding"]["embedding"], before["token_embedding"]["embedding"])
+  np.testing.assert_array_equal(after["token_embedding"]["embedding"],
+                                before["token_embedding"]["embedding"])
   assert "output_projection" in after["decoder"]
 
 
@@ -96,7 +101,7 @@ def test_train_log_has_the_label_smoothed_loss_and_the_applied_learning_rate(tin
   config.update(label_smoothing=0.1, num_train_steps=3, eval_every_steps=100, num_samples=0)
   workdir = workdir_for(config)
   run(config, workdir, print_fn=lambda line: None)
-  train = [r for r in metrics.read_jsonl(workdir) if r["split"] == "train"]
+  train = [r for r in writer.read_jsonl(workdir) if r["split"] == "train"]
   assert [r["step"] for r in train] == [1, 2, 3]
   # label_smoothing reaches the train loss: the smoothed loss is not the plain NLL (equal at ε = 0).
   for record in train:

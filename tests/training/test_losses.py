@@ -1,11 +1,12 @@
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from transformer.training.losses import token_cross_entropy
 
 
 def reference_smoothed_kl(logits, targets, eps):
-  """KL(q || softmax) with q from an explicit one-hot: 1 - eps on the target, eps / (V - 1) elsewhere."""
+  """KL(q || softmax) with q from an explicit one-hot: 1 - eps on the target, eps / (V - 1)
+  elsewhere."""
   vocab = logits.shape[-1]
   one_hot = np.eye(vocab)[targets]
   q = one_hot * (1 - eps) + (1 - one_hot) * eps / (vocab - 1)

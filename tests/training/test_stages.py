@@ -15,7 +15,8 @@ def test_finetune_scores_only_weighted_targets():
 
 
 def test_pairwise_loss_and_accuracy_from_scores():
-  scores = {1: jnp.array([2.0, 0.0]), 2: jnp.array([0.0, 1.0])}  # keyed by the first token of each sequence
+  # keyed by the first token of each sequence
+  scores = {1: jnp.array([2.0, 0.0]), 2: jnp.array([0.0, 1.0])}
   score_fn = lambda params, tokens, weights, rng: scores[int(tokens[0, 0])]
   batch = {"chosen": jnp.ones((2, 3), jnp.int32), "rejected": 2 * jnp.ones((2, 3), jnp.int32),
            "chosen_weights": jnp.ones((2, 3)), "rejected_weights": jnp.ones((2, 3))}

@@ -1,4 +1,5 @@
-"""grain input pipeline: source -> tokenize -> task -> pack (train) or pad (eval) -> batch per process.
+r"""grain input pipeline: source -> tokenize -> task -> pack (train) or pad (eval) -> batch per
+process.
 
 The trainer calls two functions:
 
@@ -31,15 +32,14 @@ in the log. Span-corruption chunks under 2 tokens are dropped.
 
 Statistics (packing efficiency) of a config:
 
-    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.data_dir=/tmp/tfds --data.seq_len=256
+    python -m transformer.data.pipeline --workdir=/tmp/data_stats --data.data_dir=/tmp/tfds \
+        --data.seq_len=256
 """
 
-from __future__ import annotations
 
 import functools
 import itertools
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,108 +47,19 @@ from typing import Any
 
 import grain
 import ml_collections
-from absl import flags
 import numpy as np
+from absl import flags, logging
 
 from transformer.data import tasks
 from transformer.data import tokenizer as tokenizer_lib
-from transformer.data.builders import catalog
-from transformer.data.builders import local_files
-from transformer.data.builders import stdlib_corpus
-
-SOURCES = ("stdlib", "tfds", "files")
-TASK_KINDS = {
-    "lm": "documents",
-    "span_corruption": "documents",
-    "seq2seq": "pairs",
-    "prefix_lm": "pairs",
-    "preference": "preferences",
-}
-STDLIB_KINDS = {
-    "text": ("documents", ("text",)),
-    "summarize": ("pairs", ("input", "target")),
-    "preferences": ("preferences", ("prompt", "chosen", "rejected")),
-}
-TOKENIZER_FILENAME = "spm.model"
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-  """The data config with defaults; every field documented in one line."""
-  c = ml_collections.ConfigDict()
-  c.source = "stdlib"  # where examples come from: 'stdlib' (embedded corpus) | 'tfds' (catalog) | 'files' (glob)
-  c.name = "stdlib_corpus/text"  # 'stdlib_corpus/<text|summarize|preferences>' or a catalog name, e.g. 'lm1b'
-  c.task = "lm"  # 'lm' | 'prefix_lm' | 'seq2seq' | 'span_corruption' | 'preference'
-  c.seq_len = 256  # tokens per sequence: targets (lm, prefix_lm), inputs (seq2seq, span), chosen/rejected
-  c.targets_len = 0  # targets length of seq2seq / span_corruption; 0 = seq_len (span: T5's derived length)
-  c.pack = True  # pack several examples per row in training (segmentation/positions); eval is always padded
-  c.packing_bins = 0  # rows packed at once (first fit); 0 = 4 x the per-process batch
-  c.data_dir = ""  # TFDS data dir (stdlib corpus prepared here on first use); '' = TFDS default
-  c.stdlib_packages = ()  # limit the stdlib corpus to these top-level packages (quick runs); () = all
-  c.file_pattern = ""  # glob of local files (source 'files'); '{split}' is replaced by the split name
-  c.vocab_size = 8000  # SentencePiece vocabulary size (incl. 4 special ids, sentinels and 256 bytes)
-  c.spm_model_type = "unigram"  # 'unigram' | 'bpe' | 'char' | 'word'
-  c.spm_byte_fallback = True  # unknown characters become UTF-8 byte pieces (lossless)
-  c.spm_character_coverage = 0.9995  # fraction of characters covered by pieces of their own
-  c.spm_input_sentence_size = 1_000_000  # at most this many lines of the train split train SentencePiece
-  c.num_sentinels = 100  # span-corruption sentinels <extra_id_k>, ids 4 .. 4 + num_sentinels - 1
-  c.noise_density = tasks.NOISE_DENSITY  # span corruption: fraction of tokens masked
-  c.mean_span_length = tasks.MEAN_SPAN_LENGTH  # span corruption: mean masked span length
-  c.num_workers = 0  # grain worker processes per JAX process (0 = in the main process)
-  return c
-
-
-def _field_error(field: str, value: Any, expected: str) -> ValueError:
-  return ValueError(f"data.{field}: got {value!r}, expected {expected}")
-
-
-def source_kind(cfg: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
-  """(record kind, feature name per field) of the configured source."""
-  if cfg.source == "stdlib":
-    prefix, _, config = cfg.name.partition("/")
-    if prefix != "stdlib_corpus" or config not in STDLIB_KINDS:
-      raise _field_error("name", cfg.name, f"one of {[f'stdlib_corpus/{k}' for k in STDLIB_KINDS]}")
-    return STDLIB_KINDS[config]
-  if cfg.source == "tfds":
-    if cfg.name not in catalog.CATALOG:
-      raise _field_error("name", cfg.name, f"one of {sorted(catalog.CATALOG)}")
-    entry = catalog.CATALOG[cfg.name]
-    return entry.kind, entry.features
-  kind = TASK_KINDS[cfg.task]
-  return kind, local_files.KIND_FIELDS[kind]
-
-
-def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first invalid field of a data config."""
-  if cfg.source not in SOURCES:
-    raise _field_error("source", cfg.source, f"one of {SOURCES}")
-  if cfg.task not in TASK_KINDS:
-    raise _field_error("task", cfg.task, f"one of {tuple(TASK_KINDS)}")
-  if cfg.source == "files" and not cfg.file_pattern:
-    raise _field_error("file_pattern", cfg.file_pattern, "a glob of local files for source 'files'")
-  kind, _ = source_kind(cfg)
-  if kind != TASK_KINDS[cfg.task]:
-    raise _field_error("task", cfg.task, f"a task for {kind} (source {cfg.source!r}, name {cfg.name!r}): "
-                       f"{[t for t, k in TASK_KINDS.items() if k == kind]}")
-  for field in ("seq_len", "vocab_size"):
-    if cfg[field] <= 0:
-      raise _field_error(field, cfg[field], "a positive integer")
-  for field in ("targets_len", "num_workers", "packing_bins", "num_sentinels"):
-    if cfg[field] < 0:
-      raise _field_error(field, cfg[field], "a non-negative integer")
-  if cfg.spm_model_type not in tokenizer_lib.MODEL_TYPES:
-    raise _field_error("spm_model_type", cfg.spm_model_type, f"one of {tokenizer_lib.MODEL_TYPES}")
-  reserved = 4 + cfg.num_sentinels + (256 if cfg.spm_byte_fallback else 0)
-  if cfg.vocab_size <= reserved:
-    raise _field_error("vocab_size", cfg.vocab_size, f"more than the {reserved} reserved pieces")
-  if not 0.0 < cfg.noise_density < 1.0:
-    raise _field_error("noise_density", cfg.noise_density, "a fraction in (0, 1)")
-  if cfg.mean_span_length < 1.0:
-    raise _field_error("mean_span_length", cfg.mean_span_length, ">= 1")
-  if cfg.task == "span_corruption":
-    raw, _ = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)
-    spans = max(1, round(round(raw * cfg.noise_density) / cfg.mean_span_length))
-    if spans > cfg.num_sentinels:
-      raise _field_error("num_sentinels", cfg.num_sentinels, f">= {spans} spans of a {raw}-token chunk")
+from transformer.data.builders import catalog, local_files, stdlib_corpus
+from transformer.data.config import (
+  default_data_config,
+  field_error,
+  source_kind,
+  task_lengths,
+  validate_data_config,
+)
 
 
 def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[str, Any]]:
@@ -163,7 +74,8 @@ def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[
     return stdlib_corpus.prepare(config, data_dir).as_data_source(split)
   if cfg.source == "tfds":
     return catalog.catalog_source(cfg.name, split, data_dir)
-  return local_files.read_records(cfg.file_pattern.replace("{split}", split), TASK_KINDS[cfg.task])
+  return local_files.read_records(cfg.file_pattern.replace("{split}", split),
+                                  tasks.get_task(cfg.task).kind)
 
 
 def _text(value: Any) -> str:
@@ -175,19 +87,23 @@ def record_texts(record: Mapping[str, Any], features: Sequence[str]) -> list[str
   return [_text(record[f]) for f in features]
 
 
-def load_tokenizer_for(cfg: ml_collections.ConfigDict, workdir_or_path: str) -> tokenizer_lib.Tokenizer:
-  """The SentencePiece model at `<dir>/spm.model` (or the given `.model` path); trained on first use.
+def load_tokenizer_for(cfg: ml_collections.ConfigDict,
+                       workdir_or_path: str) -> tokenizer_lib.Tokenizer:
+  """The SentencePiece model at `<dir>/spm.model` (or the given `.model` path); trained on first
+  use.
 
   Training reads at most `spm_input_sentence_size` non-blank lines of the
   train split. A stored model whose vocabulary size differs from
   `vocab_size` is rejected (ValueError).
   """
   validate_data_config(cfg)
-  path = workdir_or_path if workdir_or_path.endswith(".model") else os.path.join(workdir_or_path, TOKENIZER_FILENAME)
+  path = (workdir_or_path if workdir_or_path.endswith(".model")
+          else os.path.join(workdir_or_path, tokenizer_lib.TOKENIZER_FILE))
   if os.path.exists(path):
     tok = tokenizer_lib.load_tokenizer(path)
     if tok.vocab_size != cfg.vocab_size:
-      raise _field_error("vocab_size", cfg.vocab_size, f"{tok.vocab_size}, the size of the stored model {path}")
+      raise field_error("vocab_size", cfg.vocab_size,
+                        f"{tok.vocab_size}, the size of the stored model {path}")
     return tok
   _, features = source_kind(cfg)
   lines = (
@@ -204,22 +120,9 @@ def load_tokenizer_for(cfg: ml_collections.ConfigDict, workdir_or_path: str) -> 
       input_sentence_size=cfg.spm_input_sentence_size,
   )
   tokenizer_lib.save_tokenizer(tok, path)
-  logging.info("trained SentencePiece (%d pieces) on %s and saved it to %s", tok.vocab_size, cfg.name, path)
+  logging.info("trained SentencePiece (%d pieces) on %s and saved it to %s", tok.vocab_size,
+               cfg.name, path)
   return tok
-
-
-def task_lengths(cfg: ml_collections.ConfigDict) -> dict[str, int]:
-  """Fixed length of every sequence feature of the task."""
-  if cfg.task == "lm":
-    return {"targets": cfg.seq_len}
-  if cfg.task == "prefix_lm":
-    return {"targets": cfg.seq_len, "targets_weights": cfg.seq_len}
-  if cfg.task == "preference":
-    return {k: cfg.seq_len for k in ("chosen", "rejected", "chosen_weights", "rejected_weights")}
-  targets_len = cfg.targets_len
-  if cfg.task == "span_corruption" and not targets_len:
-    targets_len = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)[1]
-  return {"inputs": cfg.seq_len, "targets": targets_len or cfg.seq_len}
 
 
 class _Tokenize(grain.transforms.Map):
@@ -246,7 +149,8 @@ class _FlatMap(grain.experimental.FlatMapTransform):
 
 
 class _SkipOverlong(grain.transforms.Filter):
-  """Keeps examples that fit the task lengths; logs the running count of skipped ones (rate-limited)."""
+  """Keeps examples that fit the task lengths; logs the running count of skipped ones
+  (rate-limited)."""
 
   def __init__(self, max_lengths: Mapping[str, int], where: str):
     self._max_lengths = dict(max_lengths)
@@ -266,37 +170,29 @@ class _SkipOverlong(grain.transforms.Filter):
     return False
 
 
-def _lm_chunks(fields: tuple[np.ndarray, ...], seq_len: int) -> list[dict[str, np.ndarray]]:
-  return tasks.lm_chunks(fields[0], seq_len)
+def _task_examples(fields: tuple[np.ndarray, ...], rng: np.random.Generator | None, *, task: str,
+                   cfg: ml_collections.ConfigDict) -> list[dict[str, np.ndarray]]:
+  """One record's token arrays -> its unpadded examples (`tasks.TASKS[task].examples`)."""
+  return tasks.TASKS[task].examples(fields, rng, cfg)
 
 
-def _span_chunks(fields: tuple[np.ndarray, ...], raw_length: int) -> list[np.ndarray]:
-  return [c for c in tasks.split_chunks(fields[0], raw_length) if len(c) >= 2]
-
-
-def _span_corruption(tokens: np.ndarray, rng: np.random.Generator, **kwargs) -> dict[str, np.ndarray]:
-  return tasks.span_corruption(tokens, rng, **kwargs)
-
-
-def _per_record(fields: tuple[np.ndarray, ...], fn) -> dict[str, np.ndarray]:
-  return fn(*fields)
+def _identity(element: Any) -> Any:
+  return element
 
 
 def _apply_task(ds: grain.IterDataset, cfg: ml_collections.ConfigDict) -> grain.IterDataset:
-  """Token arrays per record -> unpadded task examples (module-level functions: picklable for workers)."""
-  if cfg.task == "lm":
-    return grain.experimental.FlatMapIterDataset(ds, _FlatMap(functools.partial(_lm_chunks, seq_len=cfg.seq_len)))
-  if cfg.task == "span_corruption":
-    raw, _ = tasks.span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)
-    ds = grain.experimental.FlatMapIterDataset(ds, _FlatMap(functools.partial(_span_chunks, raw_length=raw)))
-    return ds.random_map(functools.partial(
-        _span_corruption, noise_density=cfg.noise_density, mean_span_length=cfg.mean_span_length))
-  fn = {"seq2seq": tasks.seq2seq, "prefix_lm": tasks.prefix_lm, "preference": tasks.preference}[cfg.task]
-  return ds.map(functools.partial(_per_record, fn=fn))
+  """Token arrays per record -> unpadded task examples (module-level functions: picklable for
+  workers)."""
+  task = tasks.get_task(cfg.task)
+  examples = functools.partial(_task_examples, task=task.name, cfg=cfg)
+  ds = ds.random_map(examples) if task.random else ds.map(functools.partial(examples, rng=None))
+  return grain.experimental.FlatMapIterDataset(ds, _FlatMap(_identity))
 
 
-def _packed_features(example: Mapping[str, np.ndarray], lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
-  """grain packing output -> contract names (`k_segmentation`, `k_position`), weights without extras."""
+def _packed_features(example: Mapping[str, np.ndarray],
+                     lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+  """grain packing output -> contract names (`k_segmentation`, `k_position`), weights without
+  extras."""
   out = {}
   for key in lengths:
     out[key] = example[key]
@@ -307,7 +203,8 @@ def _packed_features(example: Mapping[str, np.ndarray], lengths: Mapping[str, in
 
 
 def _fill_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-  """Casts (ids int32, weights float32) and fills the batch up to `rows` rows of padding (positions arange)."""
+  """Casts (ids int32, weights float32) and fills the batch up to `rows` rows of padding
+  (positions arange)."""
   out = {}
   for key, value in batch.items():
     value = value.astype(np.float32 if key.endswith("_weights") else np.int32)
@@ -334,7 +231,8 @@ def make_dataset(
     process_count: int,
     tokenizer: tokenizer_lib.Tokenizer,
 ) -> grain.DatasetIterator:
-  """A checkpointable iterator of this process's batches, each [global_batch_size / process_count, L].
+  """A checkpointable iterator of this process's batches, each
+  [global_batch_size / process_count, L].
 
   train=True: records sharded by process, shuffled with `seed` anew each epoch,
   repeated forever, packed if `cfg.pack`. train=False: one pass in order,
@@ -344,17 +242,21 @@ def make_dataset(
   """
   validate_data_config(cfg)
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise _field_error("global_batch_size", global_batch_size, f"a positive multiple of process_count={process_count}")
+    raise field_error("global_batch_size", global_batch_size,
+                      f"a positive multiple of process_count={process_count}")
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index: got {process_index}, expected 0 <= index < process_count={process_count}")
+    raise ValueError(f"process_index: got {process_index}, expected 0 <= index < "
+                     f"process_count={process_count}")
   if cfg.task == "span_corruption" and tokenizer.num_sentinels < cfg.num_sentinels:
-    raise _field_error("num_sentinels", cfg.num_sentinels, f"<= {tokenizer.num_sentinels}, the tokenizer's")
+    raise field_error("num_sentinels", cfg.num_sentinels,
+                      f"<= {tokenizer.num_sentinels}, the tokenizer's")
   batch_size = global_batch_size // process_count
   lengths = task_lengths(cfg)
   _, features = source_kind(cfg)
   source = open_source(cfg, split)
   if len(source) == 0:  # pylint: disable=g-explicit-length-test
-    raise ValueError(f"data.name/file_pattern: split {split!r} of {cfg.name or cfg.file_pattern!r} has no examples")
+    raise ValueError(f"data.name/file_pattern: split {split!r} of "
+                     f"{cfg.name or cfg.file_pattern!r} has no examples")
 
   ds = grain.MapDataset.source(source)
   if train:
@@ -362,13 +264,14 @@ def make_dataset(
   ds = ds.map(_Tokenize(tokenizer, features)).to_iter_dataset()
   ds = _apply_task(ds.seed(seed), cfg)
   ds = ds.filter(_SkipOverlong(lengths, f"{cfg.name or cfg.file_pattern} {split}"))
-  if train and cfg.pack and cfg.task != "preference":
+  packable = tasks.get_task(cfg.task).packable
+  if train and cfg.pack and packable:
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct=lengths, num_packing_bins=cfg.packing_bins or 4 * batch_size, seed=seed)
     ds = ds.map(functools.partial(_packed_features, lengths=lengths))
   else:
     ds = ds.map(functools.partial(
-        tasks.pad_example, max_lengths=lengths, with_segmentation=cfg.task != "preference"))
+        tasks.pad_example, max_lengths=lengths, with_segmentation=packable))
   rows = batch_size if train else global_batch_size
   ds = ds.batch(rows, drop_remainder=train)
   ds = ds.map(functools.partial(_fill_rows, rows=rows))
@@ -376,14 +279,17 @@ def make_dataset(
     ds = ds.map(functools.partial(_process_rows, start=process_index * batch_size,
                                   stop=(process_index + 1) * batch_size))
   if cfg.num_workers:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside `app.run` use defaults.
+    # grain's workers read absl flags; outside `app.run` use defaults.
+    if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
   return iter(ds)
 
 
-def packing_stats(batches: Iterator[Mapping[str, np.ndarray]], num_batches: int) -> dict[str, float]:
-  """Non-padding fraction and segments per row of each `*_segmentation` feature over `num_batches` batches."""
+def packing_stats(batches: Iterator[Mapping[str, np.ndarray]],
+                  num_batches: int) -> dict[str, float]:
+  """Non-padding fraction and segments per row of each `*_segmentation` feature over
+  `num_batches` batches."""
   tokens, cells, segments, rows = {}, {}, {}, 0
   for batch in itertools.islice(batches, num_batches):
     for key, seg in batch.items():
@@ -414,8 +320,10 @@ if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-  config_flags.DEFINE_config_dict("data", default_data_config(), "Data config; override fields with --data.x=y.")
-  flags.DEFINE_string("workdir", "/tmp/transformer_data", "Where spm.model is trained on first use and reused.")
+  config_flags.DEFINE_config_dict("data", default_data_config(),
+                                  "Data config; override fields with --data.x=y.")
+  flags.DEFINE_string("workdir", "/tmp/transformer_data",
+                      "Where spm.model is trained on first use and reused.")
   flags.DEFINE_integer("batch_size", 64, "Global batch size.")
   flags.DEFINE_integer("num_batches", 100, "Batches to measure.")
   app.run(main)

@@ -15,11 +15,18 @@ brings them to fixed lengths.
                    targets = each sentinel followed by the span it replaced.
 - preference:      (prompt, chosen, rejected) -> prompt + response + EOS for each,
                    weights 1.0 on the response and EOS.
+
+`TASKS` (at the end) is the one table of what the rest of the code knows about each task:
+the record kind it reads, its features and their lengths, whether it packs, whether its
+`inputs` go to an encoder, which stages train on it, and how one record becomes examples.
+Adding a task: its transform and its `Task` entry here (and, for a new stage, that stage's
+name in `stages`).
 """
 
-from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +44,15 @@ def _ids(*parts: np.ndarray) -> np.ndarray:
 
 
 def lm_chunks(tokens: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]:
-  """A document [n] -> [{'targets': [<= seq_len]}, ...]: tokens + EOS cut into consecutive chunks."""
+  """A document [n] -> [{'targets': [<= seq_len]}, ...]: tokens + EOS cut into consecutive
+  chunks."""
   stream = _ids(tokens, _EOS)
   return [{"targets": stream[i : i + seq_len]} for i in range(0, len(stream), seq_len)]
 
 
 def split_chunks(tokens: np.ndarray, length: int) -> list[np.ndarray]:
-  """A document [n] -> consecutive pieces of at most `length` tokens (no EOS; for span corruption)."""
+  """A document [n] -> consecutive pieces of at most `length` tokens (no EOS; for span
+  corruption)."""
   return [tokens[i : i + length] for i in range(0, len(tokens), length)]
 
 
@@ -53,14 +62,17 @@ def seq2seq(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def prefix_lm(prompt: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on the prompt)."""
+  """(prompt [n], target [m]) -> {'targets': [n+m+1], 'targets_weights': [n+m+1]} (weights 0 on
+  the prompt)."""
   return {
       "targets": _ids(prompt, target, _EOS),
-      "targets_weights": np.concatenate([np.zeros(len(prompt), np.float32), np.ones(len(target) + 1, np.float32)]),
+      "targets_weights": np.concatenate([np.zeros(len(prompt), np.float32),
+                                         np.ones(len(target) + 1, np.float32)]),
   }
 
 
-def preference(prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
+def preference(prompt: np.ndarray, chosen: np.ndarray,
+               rejected: np.ndarray) -> dict[str, np.ndarray]:
   """-> {'chosen', 'rejected'}: prompt + response + EOS, and `*_weights` 1.0 on response and EOS."""
   out = {}
   for key, response in (("chosen", chosen), ("rejected", rejected)):
@@ -105,7 +117,8 @@ def corrupt_spans(
   span_start = mask & ~np.concatenate([[False], mask[:-1]])
   span_index = np.cumsum(span_start) - 1
   sentinels = np.array([sentinel(k) for k in range(int(span_start.sum()))], np.int32)
-  inputs = np.where(span_start, sentinels[np.maximum(span_index, 0)] if len(sentinels) else 0, tokens)
+  inputs = np.where(span_start, sentinels[np.maximum(span_index, 0)] if len(sentinels) else 0,
+                    tokens)
   targets = [_ids([s], tokens[(span_index == k) & mask]) for k, s in enumerate(sentinels)]
   return {"inputs": _ids(inputs[~mask | span_start], _EOS), "targets": _ids(*targets, _EOS)}
 
@@ -120,9 +133,11 @@ def span_corruption(
 
 
 def span_corruption_lengths(
-    inputs_length: int, noise_density: float = NOISE_DENSITY, mean_span_length: float = MEAN_SPAN_LENGTH,
+    inputs_length: int, noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH,
 ) -> tuple[int, int]:
-  """(raw tokens per chunk, targets length) such that corrupted inputs + EOS fill `inputs_length` (T5's helper)."""
+  """(raw tokens per chunk, targets length) such that corrupted inputs + EOS fill `inputs_length`
+  (T5's helper)."""
 
   def lengths(n: int) -> tuple[int, int]:
     noise = int(round(n * noise_density))
@@ -161,3 +176,114 @@ def pad_example(
       out[f"{key}_segmentation"] = (np.arange(length) < len(value)).astype(np.int32)
       out[f"{key}_position"] = np.arange(length, dtype=np.int32)
   return out
+
+
+# ----------------------------------------------------------------------------- the task table
+
+Examples = Callable[[tuple[np.ndarray, ...], "np.random.Generator | None", Any],
+                    list[dict[str, np.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What the rest of the code knows of one data task.
+
+  Attributes:
+    name: the `data.task` value.
+    kind: the record kind it reads: 'documents' {text}, 'pairs' {inputs, targets} or
+      'preferences' {prompt, chosen, rejected}.
+    encoder: True if its `inputs` go to an encoder (an architecture with `has_encoder`);
+      False if the model reads one sequence, `targets` (or `chosen` / `rejected`).
+    stages: the training stages that train on it (`training/stages.py`).
+    packable: training rows pack several examples; then every id feature `k` comes with
+      `k_segmentation` and `k_position`, in eval batches too.
+    random: `examples` draws random numbers (it gets a per-record generator, else None).
+    lengths: data config -> the fixed length of every feature of a batch row.
+    examples: (token arrays of one record's fields, rng, data config) -> its unpadded examples.
+    model_calls: how a batch feeds the model: one mapping per forward pass, from the model's
+      sequence ('inputs', 'targets') to the batch feature read for it.
+  """
+
+  name: str
+  kind: str
+  encoder: bool
+  stages: tuple[str, ...]
+  packable: bool
+  random: bool
+  lengths: Callable[[Any], dict[str, int]]
+  examples: Examples
+  model_calls: tuple[Mapping[str, str], ...]
+
+  def id_features(self, cfg: Any) -> tuple[str, ...]:
+    """The token-id features of a batch row (not the `*_weights`, segmentation or positions)."""
+    return tuple(k for k in self.lengths(cfg) if not k.endswith("_weights"))
+
+
+def _lm_lengths(cfg: Any) -> dict[str, int]:
+  return {"targets": cfg.seq_len}
+
+
+def _prefix_lm_lengths(cfg: Any) -> dict[str, int]:
+  return {"targets": cfg.seq_len, "targets_weights": cfg.seq_len}
+
+
+def _preference_lengths(cfg: Any) -> dict[str, int]:
+  return {k: cfg.seq_len for k in ("chosen", "rejected", "chosen_weights", "rejected_weights")}
+
+
+def _seq2seq_lengths(cfg: Any) -> dict[str, int]:
+  return {"inputs": cfg.seq_len, "targets": cfg.targets_len or cfg.seq_len}
+
+
+def _span_lengths(cfg: Any) -> dict[str, int]:
+  targets_len = cfg.targets_len or span_corruption_lengths(
+      cfg.seq_len, cfg.noise_density, cfg.mean_span_length)[1]
+  return {"inputs": cfg.seq_len, "targets": targets_len}
+
+
+def _lm_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  del rng
+  return lm_chunks(fields[0], cfg.seq_len)
+
+
+def _span_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  raw, _ = span_corruption_lengths(cfg.seq_len, cfg.noise_density, cfg.mean_span_length)
+  return [span_corruption(chunk, rng, cfg.noise_density, cfg.mean_span_length)
+          for chunk in split_chunks(fields[0], raw) if len(chunk) >= 2]
+
+
+def _one_example(transform: Callable[..., dict[str, np.ndarray]]) -> Examples:
+  def examples(fields, rng, cfg):
+    del rng, cfg
+    return [transform(*fields)]
+  examples.__name__ = examples.__qualname__ = f"_{transform.__name__}_examples"
+  return examples
+
+
+_seq2seq_examples = _one_example(seq2seq)
+_prefix_lm_examples = _one_example(prefix_lm)
+_preference_examples = _one_example(preference)
+
+_TARGETS = ({"targets": "targets"},)
+_INPUTS_TARGETS = ({"inputs": "inputs", "targets": "targets"},)
+
+TASKS: Mapping[str, Task] = {task.name: task for task in (
+    Task("lm", "documents", encoder=False, stages=("pretrain", "finetune"), packable=True,
+         random=False, lengths=_lm_lengths, examples=_lm_examples, model_calls=_TARGETS),
+    Task("span_corruption", "documents", encoder=True, stages=("pretrain",), packable=True,
+         random=True, lengths=_span_lengths, examples=_span_examples, model_calls=_INPUTS_TARGETS),
+    Task("seq2seq", "pairs", encoder=True, stages=("finetune",), packable=True, random=False,
+         lengths=_seq2seq_lengths, examples=_seq2seq_examples, model_calls=_INPUTS_TARGETS),
+    Task("prefix_lm", "pairs", encoder=False, stages=("finetune",), packable=True, random=False,
+         lengths=_prefix_lm_lengths, examples=_prefix_lm_examples, model_calls=_TARGETS),
+    Task("preference", "preferences", encoder=False, stages=("reward",), packable=False,
+         random=False, lengths=_preference_lengths, examples=_preference_examples,
+         model_calls=({"targets": "chosen"}, {"targets": "rejected"})),
+)}
+
+
+def get_task(name: str) -> Task:
+  """The Task called `name`; ValueError naming the field and the choices otherwise."""
+  if name not in TASKS:
+    raise ValueError(f"data.task: got {name!r}, expected one of {tuple(TASKS)}")
+  return TASKS[name]

@@ -18,7 +18,6 @@ added, so `decode(encode(text)) == text` for any text (code indentation
 included); characters outside the vocabulary round-trip through byte fallback.
 """
 
-from __future__ import annotations
 
 import io
 import os
@@ -31,6 +30,7 @@ import sentencepiece as spm
 from transformer import special_ids
 
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
+TOKENIZER_FILE = "spm.model"  # the file name of a run's SentencePiece model, in its workdir
 
 
 def sentinel_id(k: int) -> int:
@@ -50,7 +50,8 @@ class Tokenizer:
     if actual != expected:
       raise ValueError(f"SentencePiece model has special pieces {actual}, expected {expected}")
     count = 0
-    while sentinel_id(count) < self.vocab_size and self._sp.id_to_piece(sentinel_id(count)) == f"<extra_id_{count}>":
+    while (sentinel_id(count) < self.vocab_size
+           and self._sp.id_to_piece(sentinel_id(count)) == f"<extra_id_{count}>"):
       count += 1
     self.num_sentinels = count
 
@@ -82,7 +83,8 @@ class Tokenizer:
   def sentinel(self, k: int) -> int:
     """`sentinel_id(k)`, checked against the number of sentinels in this vocabulary."""
     if not 0 <= k < self.num_sentinels:
-      raise ValueError(f"sentinel {k} out of range: the vocabulary has {self.num_sentinels} sentinels")
+      raise ValueError(f"sentinel {k} out of range: the vocabulary has {self.num_sentinels} "
+                       "sentinels")
     return sentinel_id(k)
 
 
@@ -138,6 +140,7 @@ def save_tokenizer(tokenizer: Tokenizer, path: str) -> None:
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-  """Loads a model file written by `save_tokenizer` (or any model with this project's special ids)."""
+  """Loads a model file written by `save_tokenizer` (or any model with this project's special
+  ids)."""
   with open(path, "rb") as f:
     return Tokenizer(f.read())

@@ -11,8 +11,8 @@ cache index, are shared by all rows). Beam search reorders rows by gathering
 every non-scalar leaf, so any state of this shape works; the tests pass
 hand-made tables.
 
-`model_logits_fn` builds it for a model of `build_model` (the LSTM and gated-CNN
-baselines have no cache: only the uncached path):
+`model_logits_fn` builds it for a model of `build_model` (an architecture without
+`kv_cache`, such as the LSTM and gated-CNN baselines, has only the uncached path):
 - cached (default): the flax 'cache' collection of the model's decode variant.
   The encoder runs once; the first decode call creates the cache, projecting the
   cross-attention keys/values once; each step then costs one token.
@@ -21,13 +21,14 @@ baselines have no cache: only the uncached path):
   position (the prefix recomputed every step, at the buffer's fixed shape).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from transformer.models.config import ModelConfig
-from transformer.models.transformer import build_model, segmentation_or_default
+from transformer.models.registry import architecture, build_model
+from transformer.models.sequences import segmentation_or_default
 from transformer.special_ids import BOS_ID, PAD_ID
 
 Cache = Any
@@ -41,8 +42,8 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
   Args:
     config: the model config (any variant; the decode/eval variants are derived here).
     params: the model's params pytree (without the 'params' key).
-    inputs: encoder input tokens int [batch, input_len] (PAD-padded) for an encoder-decoder;
-      None for a decoder-only model.
+    inputs: encoder input tokens int [batch, input_len] (PAD-padded) for an architecture with
+      an encoder; None for one without (its prompt is a decoder prefix).
     num_rows: decoding rows, batch * copies per example (the beam size; 1 for greedy and
       sampling), example-major: row = example * copies + copy.
     max_decode_len: decoder positions the cache holds (BOS + prompt + new tokens).
@@ -54,7 +55,7 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
   model = build_model(config.decoding() if use_cache else config.eval())
   variables = {"params": params}
   encoder_args: tuple[jnp.ndarray, ...] = ()
-  if config.architecture == "encoder_decoder":
+  if architecture(config.architecture).has_encoder:
     if inputs is None:
       raise ValueError("an encoder-decoder model needs encoder inputs")
     segmentation = segmentation_or_default(inputs, None)
@@ -62,7 +63,8 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
     copies = num_rows // inputs.shape[0]
     encoder_args = tuple(jnp.repeat(x, copies, axis=0) for x in (encoded, segmentation))
   elif inputs is not None:
-    raise ValueError("a decoder-only model takes its prompt as a decoder prefix, not as inputs")
+    raise ValueError("a model without an encoder takes its prompt as a decoder prefix, "
+                     "not as inputs")
 
   def decode(extra: dict[str, Any], tokens: jnp.ndarray, **kwargs: Any) -> Any:
     """model.decode on [rows, length] decoder input tokens with the encoder output, if any."""

@@ -1,6 +1,7 @@
 """Seq2seq evaluation for the train loop: decode a few batches, score with BLEU and exact match."""
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

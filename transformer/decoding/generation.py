@@ -8,7 +8,8 @@ jit-compiled function per (config, method, shapes, beam_size).
 """
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,8 @@ from transformer.decoding.cache import model_logits_fn
 from transformer.decoding.prompts import Tokenizer, decode_outputs, encode_prompts
 from transformer.decoding.sampling import decode_loop, greedy, sampler
 from transformer.decoding.search import beam_search
-from transformer.models.config import TRANSFORMER_ARCHITECTURES, ModelConfig
+from transformer.models.config import ModelConfig
+from transformer.models.registry import architecture
 from transformer.special_ids import PAD_ID
 
 METHODS = ("greedy", "beam", "sample")
@@ -31,7 +33,7 @@ def num_new_tokens(config: ModelConfig, prompt_len: int, max_new_tokens: int | N
   The decoder sees BOS, the prompt (decoder-only) and all but the last new token, so a
   decoder-only model needs prompt_len + num_new <= max_len, an encoder-decoder num_new <= max_len.
   """
-  decoder_prompt = prompt_len if config.causal_lm else 0
+  decoder_prompt = 0 if architecture(config.architecture).has_encoder else prompt_len
   room = config.max_len - decoder_prompt
   if max_new_tokens is None:
     if room < 1:
@@ -63,8 +65,8 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     top_k: sample among the k most likely tokens; 0: no limit ('sample').
     top_p: sample from the smallest set with probability >= top_p; 1: no limit ('sample').
     rng: PRNG key ('sample'); the same key gives the same samples.
-    use_cache: False recomputes the whole prefix every step (a reference for benchmarks). The
-      KV cache is the Transformers'; the LSTM and gated-CNN baselines always take this path.
+    use_cache: False recomputes the whole prefix every step (a reference for benchmarks). An
+      architecture without `kv_cache` (the LSTM and gated-CNN baselines) always takes this path.
 
   Returns:
     int32 [batch, num_new]: new tokens of each prompt, EOS included where generated, then PAD.
@@ -86,15 +88,17 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
   prompts = jnp.asarray(prompts, jnp.int32)
   if prompts.ndim != 2:
     raise ValueError(f"prompts must be int [batch, length], got shape {prompts.shape}")
-  if config.architecture == "encoder_decoder" and not 1 <= prompts.shape[1] <= config.max_len:
+  model_class = architecture(config.architecture)
+  if model_class.has_encoder and not 1 <= prompts.shape[1] <= config.max_len:
     raise ValueError(f"encoder inputs must have 1 to max_len={config.max_len} tokens, "
                      f"got {prompts.shape[1]}")
   num_new = num_new_tokens(config, prompts.shape[1], max_new_tokens)
   return _generate(config, params, prompts, rng if rng is not None else jax.random.key(0),
                    jnp.float32(alpha), jnp.float32(temperature), jnp.int32(top_k),
-                   jnp.float32(top_p), method=method, num_new=num_new, limited=max_new_tokens is not None,
+                   jnp.float32(top_p), method=method, num_new=num_new,
+                   limited=max_new_tokens is not None,
                    beam_size=beam_size if method == "beam" else 1,
-                   use_cache=use_cache and config.architecture in TRANSFORMER_ARCHITECTURES)
+                   use_cache=use_cache and model_class.kv_cache)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(
@@ -108,7 +112,7 @@ def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.A
   prompt_lengths = jnp.sum(prompts != PAD_ID, axis=1)
   max_new = jnp.full((batch,), num_new) if limited else jnp.minimum(
       prompt_lengths + EXTRA_LENGTH, num_new)
-  if config.architecture == "encoder_decoder":
+  if architecture(config.architecture).has_encoder:
     encoder_inputs, prefixes = prompts, jnp.zeros((batch, 0), jnp.int32)
   else:
     encoder_inputs, prefixes = None, prompts

@@ -1,6 +1,6 @@
 """Text metrics of seq2seq outputs: corpus sacreBLEU and exact match."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sacrebleu
 

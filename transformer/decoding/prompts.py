@@ -14,11 +14,13 @@ How awkward prompts are handled (the same for the generate command and the libra
 """
 
 import warnings
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from transformer.models.config import ModelConfig
+from transformer.models.registry import architecture
 from transformer.special_ids import EOS_ID, PAD_ID, UNK_ID
 
 
@@ -49,7 +51,7 @@ def encode_prompts(tokenizer: Tokenizer, texts: Sequence[str], config: ModelConf
   """
   if not texts:
     raise ValueError("no prompts given")
-  if config.architecture == "encoder_decoder":
+  if architecture(config.architecture).has_encoder:
     limit, keep = config.max_len, "first"
   else:
     limit, keep = config.max_len - (max_new_tokens or 1), "last"

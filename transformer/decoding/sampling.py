@@ -8,7 +8,7 @@ and to the nucleus (top p). A row stops at EOS or after its own limit of new
 tokens; the loop stops when every row has.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

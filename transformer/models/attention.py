@@ -1,7 +1,8 @@
 """Multi-head scaled dot-product attention (paper §3.2) and its masks.
 
   Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
-  MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+  MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+      head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
 Masks are boolean, True where a query may attend to a key. Padding and packing
 are both expressed through segmentation ids: tokens of one packed example share
@@ -109,8 +110,8 @@ class MultiHeadAttention(nn.Module):
 
     def projection(name: str, axes: tuple[str, ...]) -> nn.DenseGeneral:
       return nn.DenseGeneral(
-          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.compute_dtype,
-          param_dtype=cfg.params_dtype, name=name,
+          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.jnp_dtype,
+          param_dtype=cfg.jnp_param_dtype, name=name,
           kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
           bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
@@ -126,7 +127,8 @@ class MultiHeadAttention(nn.Module):
       value = projection("value", axes)(inputs_kv)  # [batch, kv_len, heads, d_v]
     if self.use_rope:
       query, key = apply_rope(query, positions_q), apply_rope(key, positions_kv)
-    for name, array in (("q", query), ("k", key), ("v", value)):  # "query" etc. name the projections
+    # "query" etc. name the projections
+    for name, array in (("q", query), ("k", key), ("v", value)):
       self.sow("intermediates", name, array)
     if cfg.decode and self.decode_cache == "fixed" and not reuse_cache:
       self.put_variable("cache", "cached_key", key)
@@ -142,8 +144,8 @@ class MultiHeadAttention(nn.Module):
     self.sow("intermediates", "weighted_values", heads)  # [batch, q_len, heads, d_v]
 
     return nn.DenseGeneral(
-        features=cfg.d_model, axis=(-2, -1), dtype=cfg.compute_dtype,
-        param_dtype=cfg.params_dtype, name="out",
+        features=cfg.d_model, axis=(-2, -1), dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_param_dtype, name="out",
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
                                                  ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(heads)

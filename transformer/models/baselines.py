@@ -24,6 +24,8 @@ The n-gram baseline is count-based, not a Flax module: see `transformer/models/n
 """
 
 import functools
+from collections.abc import Mapping
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -31,17 +33,12 @@ import jax.numpy as jnp
 
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import TokenEmbedding
-from transformer.models.transformer import segmentation_or_default, shift_right
-
-
-def segment_starts(segmentation: jnp.ndarray) -> jnp.ndarray:
-  """bool [batch, length]: True where a packed segment (or the padding after it) begins."""
-  previous = jnp.pad(segmentation, ((0, 0), (1, 0)), constant_values=-1)[:, :-1]
-  return segmentation != previous
+from transformer.models.sequences import segment_starts, segmentation_or_default, shift_right
 
 
 def lstm_step(recurrent_kernel: jnp.ndarray, carry: tuple[jnp.ndarray, jnp.ndarray],
-              inputs: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[tuple[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+              inputs: tuple[jnp.ndarray, jnp.ndarray]
+              ) -> tuple[tuple[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
   """One LSTM step, the state zeroed first where a segment starts.
 
   Gates in the order input, forget, cell, output:
@@ -87,14 +84,15 @@ class LSTMLayer(nn.Module):
       [batch, length, d_model]: the hidden state h after each step, dropout applied.
     """
     cfg = self.config
-    d, dtype = cfg.d_model, cfg.compute_dtype
+    d, dtype = cfg.d_model, cfg.jnp_dtype
     kernel = self.param("kernel", nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), ("embed", "mlp")), (d, 4 * d), cfg.params_dtype)
+        nn.initializers.lecun_normal(), ("embed", "mlp")), (d, 4 * d), cfg.jnp_param_dtype)
     recurrent_kernel = self.param("recurrent_kernel", nn.with_logical_partitioning(
-        nn.initializers.orthogonal(), ("embed", "mlp")), (d, 4 * d), cfg.params_dtype)
+        nn.initializers.orthogonal(), ("embed", "mlp")), (d, 4 * d), cfg.jnp_param_dtype)
     bias = self.param("bias", nn.with_logical_partitioning(_forget_bias_one, ("mlp",)),
-                      (4 * d,), cfg.params_dtype)
-    projected = x.astype(dtype) @ jnp.asarray(kernel, dtype) + jnp.asarray(bias, dtype)  # [b, l, 4d]
+                      (4 * d,), cfg.jnp_param_dtype)
+    # [b, l, 4d]
+    projected = x.astype(dtype) @ jnp.asarray(kernel, dtype) + jnp.asarray(bias, dtype)
     batch = x.shape[0]
     zeros = jnp.zeros((batch, d), dtype)
     step = functools.partial(lstm_step, jnp.asarray(recurrent_kernel, dtype))
@@ -130,13 +128,14 @@ class GatedConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, segmentation: jnp.ndarray) -> jnp.ndarray:
-    """x: [batch, length, d_model], segmentation: int [batch, length] -> [batch, length, d_model]."""
+    """x: [batch, length, d_model], segmentation: int [batch, length]
+    -> [batch, length, d_model]."""
     cfg = self.config
-    d, k, dtype = cfg.d_model, cfg.conv_kernel_size, cfg.compute_dtype
+    d, k, dtype = cfg.d_model, cfg.conv_kernel_size, cfg.jnp_dtype
     kernel = self.param("kernel", nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), (None, "embed", "mlp")), (k, d, 2 * d), cfg.params_dtype)
+        nn.initializers.lecun_normal(), (None, "embed", "mlp")), (k, d, 2 * d), cfg.jnp_param_dtype)
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-                      (2 * d,), cfg.params_dtype)
+                      (2 * d,), cfg.jnp_param_dtype)
     taps = causal_taps(x.astype(dtype), segmentation, k)  # [b, l, k, d]
     a, b = jnp.split(jnp.einsum("blkd,kde->ble", taps, jnp.asarray(kernel, dtype))
                      + jnp.asarray(bias, dtype), 2, axis=-1)
@@ -145,9 +144,27 @@ class GatedConvBlock(nn.Module):
 
 
 class _BaselineLM(nn.Module):
-  """Embedding, a stack of `block`s, tied output; subclasses set `block` (a class attribute)."""
+  """Embedding, a stack of `block`s, tied output; subclasses set `block` and `block_macs`.
+
+  As an architecture (see `registry.py`): a causal LM over targets alone, prompts as a decoder
+  prefix, no KV cache (decoding recomputes the prefix).
+  """
 
   config: ModelConfig
+  has_encoder: ClassVar[bool] = False
+  kv_cache: ClassVar[bool] = False
+
+  @staticmethod
+  def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:
+    """The positional arguments of `__call__` taken from a data batch."""
+    return batch["targets"], batch.get("targets_segmentation"), batch.get("targets_position")
+
+  @classmethod
+  def forward_macs(cls, cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
+    """Matmul multiply-adds of one forward pass: per token L·block_macs + V d [blocks, logits]."""
+    del inputs_len
+    return targets_len * (cfg.num_decoder_layers * cls.block_macs(cfg)
+                          + cfg.vocab_size * cfg.d_model)
 
   def setup(self):
     self.embedding = TokenEmbedding(self.config, name="token_embedding")
@@ -167,7 +184,8 @@ class _BaselineLM(nn.Module):
     del targets_position
     cfg = self.config
     segmentation = segmentation_or_default(decoder_input_tokens, targets_segmentation)
-    x = self.embedding_dropout(self.embedding(decoder_input_tokens), deterministic=cfg.deterministic)
+    x = self.embedding_dropout(self.embedding(decoder_input_tokens),
+                               deterministic=cfg.deterministic)
     for layer in self.layers:
       x = layer(x, segmentation)
     return self.embedding.attend(x).astype(jnp.float32)
@@ -183,7 +201,17 @@ class LSTMLanguageModel(_BaselineLM):
   """Stacked LSTM language model (see the module docstring)."""
   block = LSTMLayer
 
+  @staticmethod
+  def block_macs(cfg: ModelConfig) -> int:
+    """Per token and layer: 8 d² [input and recurrent kernels, 4 gates each]."""
+    return 8 * cfg.d_model ** 2
+
 
 class GatedConvLanguageModel(_BaselineLM):
   """Gated convolutional language model, GCNN (see the module docstring)."""
   block = GatedConvBlock
+
+  @staticmethod
+  def block_macs(cfg: ModelConfig) -> int:
+    """Per token and layer: 2 k d² [the width-k convolution to A and B]."""
+    return 2 * cfg.conv_kernel_size * cfg.d_model ** 2

@@ -11,9 +11,6 @@ from typing import Any
 
 import jax.numpy as jnp
 
-TRANSFORMER_ARCHITECTURES = ("encoder_decoder", "decoder_only")  # the ones with a decode KV cache
-CAUSAL_LM_ARCHITECTURES = ("decoder_only", "lstm", "gated_cnn")  # next-token models over targets only
-ARCHITECTURES = TRANSFORMER_ARCHITECTURES + CAUSAL_LM_ARCHITECTURES[1:]
 POSITION_ENCODINGS = ("sinusoidal", "learned", "rope")
 NORM_PLACEMENTS = ("post", "pre")
 
@@ -23,9 +20,10 @@ class ModelConfig:
   """Hyperparameters of a Transformer; every field is validated on construction.
 
   Attributes:
-    architecture: 'encoder_decoder' (the paper), 'decoder_only' (a causal LM), or the classic causal
-      LM baselines 'lstm' and 'gated_cnn' (`baselines.py`: d_model, num_decoder_layers,
-      dropout_rate, conv_kernel_size; output always tied; attention/position fields unused).
+    architecture: a name in `registry.ARCHITECTURES` (checked there): 'encoder_decoder' (the
+      paper), 'decoder_only' (a causal LM), or the classic causal LM baselines 'lstm' and
+      'gated_cnn' (`baselines.py`: d_model, num_decoder_layers, dropout_rate, conv_kernel_size;
+      output always tied; attention/position fields unused).
     vocab_size: number of token ids (shared source/target vocabulary).
     d_model: width of embeddings and of every sublayer output.
     num_heads: attention heads h; d_k = d_v = d_model / h.
@@ -41,8 +39,9 @@ class ModelConfig:
     norm_placement: 'post' (LayerNorm(x + Sublayer(x)), the paper) or 'pre'
       (x + Sublayer(LayerNorm(x)), with a final LayerNorm on each stack).
     layer_norm_epsilon: epsilon inside every LayerNorm.
-    dtype: compute dtype name ('float32' or 'bfloat16'); softmax and norms stay float32.
-    param_dtype: parameter dtype name.
+    dtype: compute dtype name ('float32' or 'bfloat16'); softmax and norms stay float32
+      (`jnp_dtype` is the jnp dtype).
+    param_dtype: parameter dtype name (`jnp_param_dtype` is the jnp dtype).
     deterministic: disables dropout (eval and decode variants).
     decode: enables the incremental-decoding cache (decode variant).
     conv_kernel_size: width k of the causal convolutions of 'gated_cnn' (position t sees t-k+1..t).
@@ -70,7 +69,8 @@ class ModelConfig:
   conv_kernel_size: int = 4
 
   def __post_init__(self):
-    _check_choice("architecture", self.architecture, ARCHITECTURES)
+    if not isinstance(self.architecture, str):
+      raise ValueError(f"ModelConfig.architecture must be a name, got {self.architecture!r}")
     _check_choice("position_encoding", self.position_encoding, POSITION_ENCODINGS)
     _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
     for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_decoder_layers", "max_len",
@@ -87,7 +87,8 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.position_encoding='rope' needs an even head dimension "
                        f"(d_model / num_heads), got {self.head_dim}")
     if self.position_encoding == "sinusoidal" and self.d_model % 2:
-      raise ValueError(f"ModelConfig.d_model must be even for sinusoidal positions, got {self.d_model}")
+      raise ValueError(f"ModelConfig.d_model must be even for sinusoidal positions, "
+                       f"got {self.d_model}")
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -100,16 +101,13 @@ class ModelConfig:
     return self.d_model // self.num_heads
 
   @property
-  def causal_lm(self) -> bool:
-    """True for the architectures that model targets alone (decoder_only, lstm, gated_cnn)."""
-    return self.architecture in CAUSAL_LM_ARCHITECTURES
-
-  @property
-  def compute_dtype(self) -> Any:
+  def jnp_dtype(self) -> Any:
+    """The compute dtype (`dtype`) as a jnp dtype."""
     return jnp.dtype(self.dtype)
 
   @property
-  def params_dtype(self) -> Any:
+  def jnp_param_dtype(self) -> Any:
+    """The parameter dtype (`param_dtype`) as a jnp dtype."""
     return jnp.dtype(self.param_dtype)
 
   def train(self) -> "ModelConfig":

@@ -66,17 +66,17 @@ class TokenEmbedding(nn.Module):
         "embedding",
         nn.with_logical_partitioning(nn.initializers.normal(stddev=cfg.d_model**-0.5),
                                      ("vocab", "embed")),
-        (cfg.vocab_size, cfg.d_model), cfg.params_dtype)
+        (cfg.vocab_size, cfg.d_model), cfg.jnp_param_dtype)
 
   def __call__(self, tokens: jnp.ndarray) -> jnp.ndarray:
     """int [batch, length] -> [batch, length, d_model], multiplied by sqrt(d_model)."""
     cfg = self.config
-    vectors = jnp.take(jnp.asarray(self.embedding, cfg.compute_dtype), tokens, axis=0)
-    return vectors * jnp.asarray(math.sqrt(cfg.d_model), cfg.compute_dtype)
+    vectors = jnp.take(jnp.asarray(self.embedding, cfg.jnp_dtype), tokens, axis=0)
+    return vectors * jnp.asarray(math.sqrt(cfg.d_model), cfg.jnp_dtype)
 
   def attend(self, x: jnp.ndarray) -> jnp.ndarray:
     """[batch, length, d_model] -> logits [batch, length, vocab] = x @ embedding^T."""
-    return jnp.einsum("bld,vd->blv", x, jnp.asarray(self.embedding, self.config.compute_dtype))
+    return jnp.einsum("bld,vd->blv", x, jnp.asarray(self.embedding, self.config.jnp_dtype))
 
 
 class AddPositions(nn.Module):
@@ -91,8 +91,8 @@ class AddPositions(nn.Module):
     if cfg.position_encoding == "sinusoidal":
       table = sinusoidal_positions(positions, cfg.d_model)
     elif cfg.position_encoding == "learned":
-      table = nn.Embed(cfg.max_len, cfg.d_model, dtype=cfg.compute_dtype,
-                       param_dtype=cfg.params_dtype,
+      table = nn.Embed(cfg.max_len, cfg.d_model, dtype=cfg.jnp_dtype,
+                       param_dtype=cfg.jnp_param_dtype,
                        embedding_init=nn.with_logical_partitioning(
                            nn.initializers.normal(stddev=0.02), (None, "embed")),
                        name="position_embedding")(positions)

@@ -5,7 +5,7 @@ Each sublayer is wrapped as "add & norm" with residual dropout (§5.4):
   pre-LN:               x <- x + Dropout(Sublayer(LayerNorm(x)))
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ from transformer.models.config import ModelConfig
 def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
   """LayerNorm with gain and bias, computed in float32."""
   return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=jnp.float32,
-                      param_dtype=config.params_dtype, name=name,
+                      param_dtype=config.jnp_param_dtype, name=name,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
@@ -32,7 +32,7 @@ class FeedForward(nn.Module):
     cfg = self.config
 
     def dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
-      return nn.Dense(features, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, name=name,
+      return nn.Dense(features, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, name=name,
                       kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
                                                                axes),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
@@ -52,11 +52,11 @@ class _Layer(nn.Module):
     cfg = self.config
     norm = layer_norm(cfg, f"{name}_norm")
     pre = cfg.norm_placement == "pre"
-    y = sublayer(norm(x).astype(cfg.compute_dtype) if pre else x)
+    y = sublayer(norm(x).astype(cfg.jnp_dtype) if pre else x)
     x = x + nn.Dropout(cfg.dropout_rate)(y, deterministic=cfg.deterministic)
     out = x if pre else norm(x)
     self.sow("intermediates", f"{name}_add_norm", out)
-    return out.astype(cfg.compute_dtype)
+    return out.astype(cfg.jnp_dtype)
 
 
 class EncoderLayer(_Layer):

@@ -23,7 +23,7 @@ fit in int64.
 
 import dataclasses
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class _Level:
 
   Attributes:
     keys: int64 [n] sorted k-gram keys; counts: float64 [n] their (raw or continuation) counts.
-    contexts: int64 [m] sorted context keys (key // vocab); totals: [m] c(h •); distinct: [m] N1+(h •).
+    contexts: int64 [m] sorted context keys (key // vocab); totals: [m] c(h •);
+    distinct: [m] N1+(h •).
     discount: D_k.
   """
   keys: np.ndarray
@@ -100,7 +101,8 @@ class NGramModel:
     if not isinstance(order, int) or order < 1:
       raise ValueError(f"order must be an int >= 1, got {order!r}")
     if vocab_size < 1 or vocab_size ** order >= 2 ** 63:
-      raise ValueError(f"vocab_size ** order must fit in int64, got vocab_size={vocab_size}, order={order}")
+      raise ValueError(f"vocab_size ** order must fit in int64, got vocab_size={vocab_size}, "
+                       f"order={order}")
     if discount is not None and not 0 < discount <= 1:
       raise ValueError(f"discount must be in (0, 1], got {discount!r}")
     grams = [ngram_keys(np.asarray(s, np.int64), order, vocab_size) for s in sequences]
@@ -131,7 +133,8 @@ class NGramModel:
       totals = _lookup(level.contexts, level.totals, context)
       distinct = _lookup(level.contexts, level.distinct, context)
       counts = _lookup(level.keys, level.counts, context * self.vocab_size + tokens)
-      interpolated = (np.maximum(counts - level.discount, 0.0) + level.discount * distinct * p) / np.maximum(totals, 1.0)
+      interpolated = ((np.maximum(counts - level.discount, 0.0) + level.discount * distinct * p)
+                      / np.maximum(totals, 1.0))
       p = np.where(totals > 0, interpolated, p)
     return p
 

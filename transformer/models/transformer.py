@@ -2,7 +2,8 @@
 
 Data flow of the encoder-decoder, read top to bottom:
 
-  inputs [b, s] --embed * sqrt(d_model) + positions, dropout--> N x EncoderLayer --> encoded [b, s, d]
+  inputs [b, s] --embed * sqrt(d_model) + positions, dropout--> N x EncoderLayer
+      --> encoded [b, s, d]
   targets [b, t] --shift right (BOS first)--> embed + positions, dropout
       --> N x DecoderLayer(masked self-attention, cross-attention on encoded, FFN)
       --> tied projection (embedding^T) --> logits [b, t, vocab]  (softmax lives in the loss)
@@ -16,6 +17,9 @@ collection (keys/values per layer, see `attention.py`, and the step counter
 that gives the token's position); `transformer.decoding` drives it.
 """
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -23,35 +27,7 @@ from transformer.models.attention import make_attention_mask
 from transformer.models.config import ModelConfig
 from transformer.models.embeddings import AddPositions, TokenEmbedding
 from transformer.models.layers import DecoderLayer, EncoderLayer, layer_norm
-from transformer.special_ids import BOS_ID, PAD_ID
-
-
-def segmentation_or_default(tokens: jnp.ndarray, segmentation: jnp.ndarray | None) -> jnp.ndarray:
-  """Segmentation ids [batch, length]: as given, else 1 for non-pad tokens and 0 for padding."""
-  return (tokens != PAD_ID).astype(jnp.int32) if segmentation is None else segmentation
-
-
-def positions_or_default(tokens: jnp.ndarray, positions: jnp.ndarray | None) -> jnp.ndarray:
-  """Positions [batch, length]: as given, else 0..length-1 in every row."""
-  if positions is not None:
-    return positions
-  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
-
-
-def shift_right(targets: jnp.ndarray, segmentation: jnp.ndarray) -> jnp.ndarray:
-  """Decoder inputs: each packed segment shifted right by one, starting with BOS.
-
-  Args:
-    targets: int [batch, length].
-    segmentation: int [batch, length] (0 = padding).
-
-  Returns:
-    int [batch, length]: BOS at each segment start, then the previous target; PAD on padding.
-  """
-  previous = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
-  previous_segment = jnp.pad(segmentation, ((0, 0), (1, 0)))[:, :-1]
-  shifted = jnp.where(segmentation == previous_segment, previous, BOS_ID)
-  return jnp.where(segmentation > 0, shifted, PAD_ID)
+from transformer.models.sequences import positions_or_default, segmentation_or_default, shift_right
 
 
 class _Stack(nn.Module):
@@ -71,7 +47,7 @@ class _Stack(nn.Module):
   def final_norm(self, x: jnp.ndarray) -> jnp.ndarray:
     """LayerNorm on the stack's output for pre-LN (post-LN layers end normalized already)."""
     if self.config.norm_placement == "pre":
-      x = layer_norm(self.config, "final_norm")(x).astype(self.config.compute_dtype)
+      x = layer_norm(self.config, "final_norm")(x).astype(self.config.jnp_dtype)
     return x
 
 
@@ -123,8 +99,8 @@ class Decoder(_Stack):
     if cfg.tie_output_embedding:
       logits = self.embedding.attend(x)
     else:
-      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype,
-                        param_dtype=cfg.params_dtype, name="output_projection",
+      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.jnp_dtype,
+                        param_dtype=cfg.jnp_param_dtype, name="output_projection",
                         kernel_init=nn.with_logical_partitioning(
                             nn.initializers.xavier_uniform(), ("embed", "vocab")))(x)
     return logits.astype(jnp.float32)
@@ -146,10 +122,47 @@ class Decoder(_Stack):
     return jnp.full(positions.shape, step.value - 1, jnp.int32)
 
 
+def decoder_macs(cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
+  """Matmul multiply-adds of the decoder stack and output projection for one example.
+
+  Per target token: L (4 d² + 2 d f + 2 T d) + V d [self-attention projections, FFN, QKᵀ and
+  AV; logits], and with an encoder (inputs_len S > 0) L (2 d² + 2 S d) [cross-attention q, o;
+  QKᵀ, AV]; per input token L (2 d²) [cross-attention k, v].
+  """
+  d, f, t, s, layers = cfg.d_model, cfg.d_ff, targets_len, inputs_len, cfg.num_decoder_layers
+  macs = t * (layers * (4 * d * d + 2 * d * f + 2 * t * d) + cfg.vocab_size * d)
+  if s:
+    macs += t * layers * (2 * d * d + 2 * s * d) + s * layers * 2 * d * d
+  return macs
+
+
 class EncoderDecoder(nn.Module):
-  """The paper's Transformer; `encode` and `decode` are separately callable via `method=`."""
+  """The paper's Transformer; `encode` and `decode` are separately callable via `method=`.
+
+  As an architecture (see `registry.py`): prompts go to the encoder, the decoder has a KV cache.
+  """
 
   config: ModelConfig
+  has_encoder: ClassVar[bool] = True
+  kv_cache: ClassVar[bool] = True
+
+  @staticmethod
+  def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:
+    """The positional arguments of `__call__` taken from a data batch."""
+    return (batch["inputs"], batch["targets"], batch.get("inputs_segmentation"),
+            batch.get("targets_segmentation"), batch.get("inputs_position"),
+            batch.get("targets_position"))
+
+  @staticmethod
+  def forward_macs(cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
+    """Matmul multiply-adds of one forward pass over one example.
+
+    The encoder: per input token L (4 d² + 2 d f + 2 S d) [projections, FFN; QKᵀ and AV];
+    then `decoder_macs`.
+    """
+    d, f, s = cfg.d_model, cfg.d_ff, inputs_len
+    encoder = s * cfg.num_encoder_layers * (4 * d * d + 2 * d * f + 2 * s * d)
+    return encoder + decoder_macs(cfg, inputs_len, targets_len)
 
   def setup(self):
     cfg = self.config
@@ -195,9 +208,25 @@ class EncoderDecoder(nn.Module):
 
 
 class DecoderOnly(nn.Module):
-  """A causal language model: the decoder stack without cross-attention."""
+  """A causal language model: the decoder stack without cross-attention.
+
+  As an architecture (see `registry.py`): prompts are a decoder prefix, with a KV cache.
+  """
 
   config: ModelConfig
+  has_encoder: ClassVar[bool] = False
+  kv_cache: ClassVar[bool] = True
+
+  @staticmethod
+  def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:
+    """The positional arguments of `__call__` taken from a data batch."""
+    return batch["targets"], batch.get("targets_segmentation"), batch.get("targets_position")
+
+  @staticmethod
+  def forward_macs(cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
+    """Matmul multiply-adds of one forward pass over one example (`decoder_macs`, no encoder)."""
+    del inputs_len
+    return decoder_macs(cfg, 0, targets_len)
 
   def setup(self):
     self.decoder = Decoder(self.config, TokenEmbedding(self.config, name="token_embedding"))
@@ -221,10 +250,3 @@ class DecoderOnly(nn.Module):
     return self.decode(shift_right(targets, targets_segmentation), targets_segmentation,
                        positions_or_default(targets, targets_position))
 
-
-def build_model(config: ModelConfig) -> nn.Module:
-  """The module for config.architecture: EncoderDecoder, DecoderOnly, or an LSTM / gated CNN LM."""
-  from transformer.models import baselines  # pylint: disable=g-import-not-at-top (it imports this module)
-  return {"encoder_decoder": EncoderDecoder, "decoder_only": DecoderOnly,
-          "lstm": baselines.LSTMLanguageModel,
-          "gated_cnn": baselines.GatedConvLanguageModel}[config.architecture](config)

@@ -67,10 +67,12 @@ def check_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
   differences = _model_differences(saved, config)
   if differences:
     raise ConfigError(f"workdir {workdir} holds a run with an incompatible model config "
-                      f"({'; '.join(differences)}): use a new --workdir, or init_from to start from it")
+                      f"({'; '.join(differences)}): use a new --workdir, or init_from to start "
+                      "from it")
 
 
-def _model_differences(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> list[str]:
+def _model_differences(saved: ml_collections.ConfigDict,
+                       config: ml_collections.ConfigDict) -> list[str]:
   """'field: saved -> now' for each param-relevant model field that differs."""
   old, new = model_config(saved), model_config(config)
   return [f"{name}: {getattr(old, name)!r} in the workdir, {getattr(new, name)!r} now"
@@ -129,7 +131,8 @@ def save(manager: ocp.CheckpointManager, state: TrainState, rng: jax.Array, data
 
 def restore(manager: ocp.CheckpointManager, step: int, state: TrainState, rng: jax.Array,
             data_iterator: Any) -> tuple[TrainState, jax.Array]:
-  """Restores (state, rng) shaped like the given ones and moves `data_iterator` to the saved position."""
+  """Restores (state, rng) shaped like the given ones and moves `data_iterator` to the saved
+  position."""
   abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)  # noqa: E731
   restored = manager.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(abstract(state.params)),
@@ -171,7 +174,8 @@ def merge_params(fresh: Any, loaded: Any) -> tuple[Any, list[str], list[str]]:
       fresh_names.append(f"{name} (not in checkpoint)")
       return value
     if tuple(other.shape) != tuple(value.shape):
-      fresh_names.append(f"{name} (shape {tuple(other.shape)} in checkpoint, {tuple(value.shape)} here)")
+      fresh_names.append(f"{name} (shape {tuple(other.shape)} in checkpoint, "
+                         f"{tuple(value.shape)} here)")
       return value
     restored.append(name)
     return jax.numpy.asarray(other, value.dtype)
@@ -180,8 +184,10 @@ def merge_params(fresh: Any, loaded: Any) -> tuple[Any, list[str], list[str]]:
   return merged, restored, fresh_names
 
 
-def load_params_for_inference(workdir: str, step: int | None = None) -> tuple[ModelConfig, Any, str]:
-  """(eval ModelConfig, params, path of spm.model) of the run in `workdir` (latest step by default)."""
+def load_params_for_inference(workdir: str,
+                              step: int | None = None) -> tuple[ModelConfig, Any, str]:
+  """(eval ModelConfig, params, path of spm.model) of the run in `workdir` (latest step by
+  default)."""
   config = read_config(workdir)
   if config is None:
     raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir}: not a training workdir")

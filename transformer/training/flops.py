@@ -1,50 +1,42 @@
-"""Analytic FLOPs of a train step and the device peak they are compared against (MFU).
+"""Analytic FLOPs of a train step, the device peak they are compared against, and MFU.
 
-Counts matmul FLOPs only (2 per multiply-add), as in the PaLM/nanoGPT MFU convention:
-a training step is 3 forward passes' worth (forward + backward at twice the forward).
-Per token, with d = d_model, f = d_ff, L layers, S input and T target length (padded,
-since padding is computed too), V vocabulary:
+Counts matmul FLOPs only (2 per multiply-add), as in the PaLM/nanoGPT MFU convention: a
+training step is 3 forward passes' worth (forward + backward at twice the forward). The
+multiply-adds of one forward pass over one example are the architecture's
+(`forward_macs` of its class in `models/registry.py`, with the formulas in their
+docstrings), over padded lengths since padding is computed too; a data task's batch may
+feed the model more than once per row (`Task.model_calls`: a preference pair is two).
 
-  encoder token:  L (4 d² + 2 d f) + L (2 S d)                       [projections, FFN; QKᵀ and AV]
-  decoder token:  L (4 d² + 2 d f + 2 T d) + V d                     [self-attention, FFN, logits]
-                  + L (2 d² + 2 S d) with an encoder                   [cross-attention q, o; QKᵀ, AV]
-  per input token with an encoder: L (2 d²)                            [cross-attention k, v]
-
-The baselines (`models/baselines.py`), per target token, with k = conv_kernel_size:
-
-  lstm:       L (8 d²) + V d                                         [input and recurrent kernels, logits]
-  gated_cnn:  L (2 k d²) + V d                                       [convolution to A and B, logits]
+MFU = step FLOPs of the global batch × steps per second / (peak per device × device count),
+the same definition on one device, on a mesh of many, and across processes.
 """
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
+from transformer.data.tasks import Task
 from transformer.models.config import ModelConfig
+from transformer.models.registry import architecture
 
 
-def train_flops_per_step(cfg: ModelConfig, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+def train_flops_per_step(cfg: ModelConfig, task: Task,
+                         batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
   """Matmul FLOPs of one train step (forward + backward) on a batch with these shapes.
 
   Args:
     cfg: the model config.
-    batch_shapes: name -> shape of each batch array: 'targets' [batch, T] and, for an
-      encoder-decoder, 'inputs' [batch, S]; preference batches use 'chosen' and 'rejected'.
+    task: the data task of the batch (which features feed the model, and how often).
+    batch_shapes: name -> shape [batch, length] of each batch feature.
   """
-  d, f, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
-  if "chosen" in batch_shapes:  # a preference pair is two decoder-only sequences
-    return sum(train_flops_per_step(cfg, {"targets": batch_shapes[k]}) for k in ("chosen", "rejected"))
-  batch, t = batch_shapes["targets"]
-  dec_layers, enc_layers = cfg.num_decoder_layers, cfg.num_encoder_layers
-  layer_macs = {"lstm": 8 * d * d, "gated_cnn": 2 * cfg.conv_kernel_size * d * d}.get(
-      cfg.architecture, 4 * d * d + 2 * d * f + 2 * t * d)
-  macs = batch * t * (dec_layers * layer_macs + v * d)
-  if cfg.architecture == "encoder_decoder":
-    s = batch_shapes["inputs"][1]
-    macs += batch * s * enc_layers * (4 * d * d + 2 * d * f + 2 * s * d)
-    macs += batch * t * dec_layers * (2 * d * d + 2 * s * d) + batch * s * dec_layers * 2 * d * d
+  forward_macs = architecture(cfg.architecture).forward_macs
+  macs = 0
+  for call in task.model_calls:
+    rows, targets_len = batch_shapes[call["targets"]]
+    inputs_len = batch_shapes[call["inputs"]][1] if "inputs" in call else 0
+    macs += rows * forward_macs(cfg, inputs_len, targets_len)
   return 3.0 * 2.0 * macs
 
 
@@ -61,7 +53,12 @@ def measure_matmul_peak(size: int = 1024, repeats: int = 5) -> float:
   return 2.0 * size ** 3 / best
 
 
-def peak_flops(configured: float) -> float:
-  """Peak FLOP/s of all devices: `configured` per device if > 0, else a measured matmul peak."""
-  per_device = configured if configured > 0 else measure_matmul_peak()
-  return per_device * jax.device_count()
+def peak_flops_per_device(configured: float) -> float:
+  """Peak FLOP/s of one device: `configured` if > 0, else a measured matmul peak."""
+  return configured if configured > 0 else measure_matmul_peak()
+
+
+def mfu(step_flops: float, steps_per_second: float, peak_per_device: float,
+        device_count: int) -> float:
+  """Model FLOPs utilisation of a run over `device_count` devices (see the module docstring)."""
+  return step_flops * steps_per_second / (peak_per_device * device_count)

@@ -18,7 +18,8 @@ def paper_schedule(d_model: int, warmup_steps: int, scale: float = 1.0) -> optax
   return schedule
 
 
-def make_schedule(opt: ml_collections.ConfigDict, d_model: int, num_train_steps: int) -> optax.Schedule:
+def make_schedule(opt: ml_collections.ConfigDict, d_model: int,
+                  num_train_steps: int) -> optax.Schedule:
   """The schedule named by `opt.schedule` ('paper' | 'cosine' | 'constant')."""
   if opt.schedule == "paper":
     return paper_schedule(d_model, opt.warmup_steps, opt.learning_rate)
@@ -34,10 +35,16 @@ def make_schedule(opt: ml_collections.ConfigDict, d_model: int, num_train_steps:
 
 def make_optimizer(opt: ml_collections.ConfigDict, d_model: int,
                    num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam or AdamW on `make_schedule`, after optional global-norm gradient clipping."""
+  """Adam, AdamW or plain SGD on `make_schedule`, after optional global-norm gradient clipping.
+
+  SGD (update = -rate · gradient) keeps the gradient's scale in the update, which Adam
+  normalises away: the parallelism tests use it to compare gradients across layouts.
+  """
   schedule = make_schedule(opt, d_model, num_train_steps)
   if opt.name == "adamw":
     tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)
+  elif opt.name == "sgd":
+    tx = optax.sgd(schedule)
   else:
     tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
   if opt.grad_clip_norm > 0:

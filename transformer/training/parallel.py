@@ -34,7 +34,8 @@ processes.
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -112,8 +113,8 @@ def mesh_shape(config: ml_collections.ConfigDict, device_count: int, process_cou
   batch_devices = data * p.fsdp
   per_step = batch_devices * config.grad_accum_steps
   if config.global_batch_size % per_step:
-    raise ConfigError(f"config.global_batch_size ({config.global_batch_size}) must be divisible by the "
-                      f"devices that split the batch ({batch_devices}: "
+    raise ConfigError(f"config.global_batch_size ({config.global_batch_size}) must be divisible "
+                      f"by the devices that split the batch ({batch_devices}: "
                       f"{'all devices' if p.mode == 'pmap' else 'parallelism.data × fsdp'}) × "
                       f"config.grad_accum_steps ({config.grad_accum_steps}) = {per_step}")
   if batch_devices % process_count:
@@ -151,7 +152,8 @@ def make_layout(config: ml_collections.ConfigDict, boxed_state: TrainState,
 
 
 def describe(layout: Layout) -> str:
-  """One line: mode and mesh, e.g. 'jit over mesh data 2 × fsdp 2 × tensor 2 (8 devices, 1 process)'."""
+  """One line: mode and mesh, e.g. 'jit over mesh data 2 × fsdp 2 × tensor 2 (8 devices,
+  1 process)'."""
   axes = " × ".join(f"{name} {size}" for name, size in layout.mesh.shape.items())
   processes = len({d.process_index for d in layout.mesh.devices.flat})
   plural = lambda n, word, suffix: f"{n} {word}{suffix if n > 1 else ''}"  # noqa: E731
@@ -161,7 +163,8 @@ def describe(layout: Layout) -> str:
 
 # ------------------------------------------------------------------------------ placement
 
-def init_state(layout: Layout, init_fn: Callable[[jax.Array], TrainState], rng: jax.Array) -> TrainState:
+def init_state(layout: Layout, init_fn: Callable[[jax.Array], TrainState],
+               rng: jax.Array) -> TrainState:
   """init_fn(rng) computed directly into the layout: no device ever holds more than its shards."""
   return jax.jit(init_fn, out_shardings=layout.state_sharding)(rng)
 
@@ -225,7 +228,7 @@ def _pmapped_train_step(layout: Layout, train_step: Callable) -> Callable:
                   devices=list(layout.batch_sharding.mesh.devices.flat))
 
 
-def compile_train_step(layout: Layout, train_step: Callable) -> Callable:
+def jit_train_step(layout: Layout, train_step: Callable) -> Callable:
   """The layout's step(state, batch, rng) -> (state, sums); state, rng and sums as global arrays.
 
   `train_step` must be built with `axis_name=layout.axis_name`. The old state is donated.
@@ -241,21 +244,24 @@ def compile_train_step(layout: Layout, train_step: Callable) -> Callable:
   return step
 
 
-def compile_eval_step(layout: Layout, eval_step: Callable) -> Callable:
-  """The layout's eval(params, batch) -> sums (global arrays); `eval_step` built with layout.axis_name."""
+def jit_eval_step(layout: Layout, eval_step: Callable) -> Callable:
+  """The layout's eval(params, batch) -> sums (global arrays); `eval_step` built with
+  layout.axis_name."""
   if layout.mode == "jit":
     return jax.jit(eval_step, in_shardings=(layout.state_sharding.params, layout.batch_sharding),
                    out_shardings=layout.replicated)
-  pmapped = jax.pmap(eval_step, axis_name=PMAP_AXIS, devices=list(layout.batch_sharding.mesh.devices.flat))
+  pmapped = jax.pmap(eval_step, axis_name=PMAP_AXIS,
+                     devices=list(layout.batch_sharding.mesh.devices.flat))
   return lambda params, batch: _unstacked(layout, pmapped(_stacked(layout, params), batch))
 
 
 def lower_train_step(layout: Layout, train_step: Callable, state: TrainState,
                      batch: Mapping[str, jax.ShapeDtypeStruct]) -> Any:
-  """The layout's train step lowered for abstract (state, global batch [B, ...]) shapes (dry run)."""
+  """The layout's train step lowered for abstract (state, global batch [B, ...]) shapes (dry
+  run)."""
   rng = jax.ShapeDtypeStruct((2,), np.uint32)
   if layout.mode == "jit":
-    return compile_train_step(layout, train_step).lower(state, batch, rng)
+    return jit_train_step(layout, train_step).lower(state, batch, rng)
   count = layout.batch_sharding.mesh.size
   stack = lambda x, shape: jax.ShapeDtypeStruct((count, *shape), x.dtype)  # noqa: E731
   return _pmapped_train_step(layout, train_step).lower(

@@ -1,7 +1,9 @@
-"""Shared settings of the experiment files that run in minutes on a laptop CPU.
+"""Shared pieces of the experiment files: the embedded-corpus run, the argument, the tiny variant.
 
 The embedded-corpus experiments (quickstart, pretrain_lm, pretrain_span, baselines) differ
 only in stage, task and model; `embedded_corpus_run` holds everything else in one place.
+Every experiment takes its argument through `parse_arg`, which accepts 'tiny' (alone or after
+a variant: `--config=experiments/wmt14_ende.py:base,tiny`) to `shrink` the run to seconds.
 """
 
 import ml_collections
@@ -37,4 +39,54 @@ def embedded_corpus_run(stage: str, name: str, task: str,
   c.eval_steps = 10
   c.checkpoint_every_steps = 100
   c.max_decode_length = 32
+  return c
+
+
+TINY = "tiny"
+TINY_PACKAGES = ("email", "json", "http")  # the slice of the embedded corpus a tiny run reads
+
+
+def parse_arg(arg: str | None, experiment: str, variants: tuple[str, ...] = (),
+              default: str | None = None) -> tuple[str | None, bool]:
+  """(variant, tiny) of an experiment file's argument, e.g. 'base,tiny' -> ('base', True).
+
+  The argument is comma-separated words: at most one of `variants` (else `default`), and
+  optionally 'tiny' (`shrink` the run to seconds on a laptop CPU).
+
+  Raises:
+    ValueError naming the experiment, the choices and what was given.
+  """
+  words = [word for word in (arg or "").split(",") if word]
+  chosen = [word for word in words if word != TINY]
+  if len(chosen) > 1 or (chosen and chosen[0] not in variants):
+    expected = (f"one of {variants}, optionally with ',tiny'" if variants else "'tiny' or nothing")
+    raise ValueError(f"experiments/{experiment}.py takes {expected}, got {arg!r}")
+  return (chosen[0] if chosen else default), TINY in words
+
+
+def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The experiment's tiny variant (in place): a seconds-long run of the same stage, task and
+  architecture on a slice of the data, for smoke tests and trying a change locally.
+
+  Model d_model 32, 2 heads, d_ff 64, one layer per stack; data: the embedded corpus limited to
+  TINY_PACKAGES (catalog and file sources keep their name), SentencePiece of 400 pieces (300 for
+  catalog data: small mocks have few distinct pieces), rows of 32 tokens (seq2seq: 128 in, 64
+  out); 4 steps of 4 rows, a progress line every step, eval (1 batch) and a checkpoint every
+  2 steps, saved synchronously; MFU against a fixed 1e11 FLOP/s (no matmul measurement).
+  """
+  seq2seq = c.data.task == "seq2seq"
+  c.model.update(d_model=32, num_heads=2, d_ff=64, max_len=128,
+                 num_encoder_layers=min(c.model.num_encoder_layers, 1),
+                 num_decoder_layers=1)
+  c.data.update(seq_len=128 if seq2seq else 32, targets_len=64 if seq2seq else 0,
+                vocab_size=400 if c.data.source == "stdlib" else 300,
+                num_sentinels=8 if c.data.task == "span_corruption" else 0,
+                spm_input_sentence_size=20_000, spm_character_coverage=0.9995)
+  if c.data.source == "stdlib":
+    c.data.stdlib_packages = TINY_PACKAGES
+  c.update(global_batch_size=4, grad_accum_steps=1, num_train_steps=4, log_every_steps=1,
+           eval_every_steps=2, eval_steps=1, checkpoint_every_steps=2, num_samples=1,
+           max_decode_length=4, bleu_eval_batches=min(c.bleu_eval_batches, 1),
+           peak_flops_per_device=1e11, async_checkpoints=False)
+  c.optimizer.warmup_steps = 2
   return c

@@ -1,25 +1,28 @@
 """A few decoded validation examples, printed at the end of training.
 
-`print_samples` takes the decoder as `decode_fn`; the default is the decoding package's
-cached greedy search.
+`print_samples` takes the decoder as `decode_fn`; the default, `decode_greedily`, runs the
+decoding package's cached greedy search.
 """
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from transformer.decoding import generate
 from transformer.models.config import ModelConfig
+from transformer.models.registry import architecture
 from transformer.special_ids import EOS_ID, PAD_ID
 
 DecodeFn = Callable[[ModelConfig, Any, Mapping[str, np.ndarray], int], np.ndarray]
 DECODER_ONLY_PROMPT = 8  # tokens of a validation text that prompt a decoder-only model
 
 
-def greedy(cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray], max_length: int) -> np.ndarray:
-  """Greedy outputs, int [batch, <= max_length]: from `inputs` (encoder-decoder), or continuing
-  the first DECODER_ONLY_PROMPT tokens of `targets` (decoder-only)."""
-  prompts = (batch["inputs"] if cfg.architecture == "encoder_decoder"
+def decode_greedily(cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray],
+                    max_length: int) -> np.ndarray:
+  """Greedy outputs, int [batch, <= max_length]: from `inputs` (a model with an encoder), or
+  continuing the first DECODER_ONLY_PROMPT tokens of `targets` (a model without)."""
+  prompts = (batch["inputs"] if architecture(cfg.architecture).has_encoder
              else batch["targets"][:, :DECODER_ONLY_PROMPT])
   return np.asarray(generate(cfg, params, prompts, method="greedy", max_new_tokens=max_length))
 
@@ -43,7 +46,7 @@ def first_examples(batch: Mapping[str, np.ndarray], count: int) -> dict[str, np.
 
 
 def print_samples(cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray], tokenizer: Any,
-                  count: int, max_length: int, decode_fn: DecodeFn = greedy,
+                  count: int, max_length: int, decode_fn: DecodeFn = decode_greedily,
                   print_fn: Callable[[str], None] = print) -> None:
   """Decodes the first `count` examples of `batch` and prints input, reference and prediction."""
   examples = first_examples(batch, count)

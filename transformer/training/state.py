@@ -3,7 +3,7 @@
 The state holds arrays only, so it is a plain pytree to jit, shard and checkpoint; the
 model, optimizer and loss live in the step function built around it (`stages.py`).
 Params are created with logical-axis metadata (for the parallelism layer) and stored
-unboxed here: `boxed_param_shapes` gives the metadata back without allocating.
+unboxed here: `boxed_state_shapes` gives the metadata back without allocating.
 """
 
 from typing import Any
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from transformer.models.config import ModelConfig
+from transformer.models.registry import dummy_batch
 
 Params = Any
 
@@ -28,32 +28,23 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def dummy_inputs(cfg: ModelConfig) -> dict[str, jnp.ndarray]:
-  """Smallest inputs that build every parameter: int32 [1, 8] per model input."""
-  tokens = jnp.ones((1, 8), jnp.int32)
-  if cfg.causal_lm:
-    return {"targets": tokens}
-  return {"inputs": tokens, "targets": tokens}
+def boxed_params(model: nn.Module, rng: jax.Array) -> Params:
+  """Freshly initialised params, still wrapped in their logical-partitioning boxes."""
+  return model.init(rng, *model.batch_args(dummy_batch()))["params"]
 
 
-def boxed_param_shapes(model: nn.Module, cfg: ModelConfig) -> Any:
-  """Param ShapeDtypeStructs still wrapped in their logical-partitioning boxes (no allocation)."""
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **dummy_inputs(cfg))["params"])
-
-
-def boxed_state_shapes(model: nn.Module, cfg: ModelConfig, tx: optax.GradientTransformation) -> TrainState:
+def boxed_state_shapes(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
   """The TrainState's ShapeDtypeStructs, params and optimizer moments still in their logical boxes.
 
   The parallelism layer reads the logical axis names of every leaf from it (unboxed leaves,
-  e.g. the step and Adam's count, have none and are replicated).
+  e.g. the step and Adam's count, have none and are replicated). Nothing is allocated.
   """
-  return jax.eval_shape(lambda: create_train_state(
-      model.init(jax.random.PRNGKey(0), **dummy_inputs(cfg))["params"], tx))
+  return jax.eval_shape(lambda: create_train_state(boxed_params(model, jax.random.PRNGKey(0)), tx))
 
 
-def init_params(model: nn.Module, cfg: ModelConfig, rng: jax.Array) -> Params:
+def init_params(model: nn.Module, rng: jax.Array) -> Params:
   """Freshly initialised, unboxed params."""
-  return nn.meta.unbox(model.init(rng, **dummy_inputs(cfg))["params"])
+  return nn.meta.unbox(boxed_params(model, rng))
 
 
 def create_train_state(params: Params, tx: optax.GradientTransformation) -> TrainState:

@@ -7,7 +7,8 @@ stage's denominator, and applies one optimizer update. The result equals the gra
 the mean loss over the whole batch. Device placement is the caller's (`parallel.py`).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +72,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominat
       grads, sums = jax.lax.psum((grads, sums), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums[denominator], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state)
     return new_state, {**sums, "grad_norm": optax.global_norm(grads)}
   return train_step

@@ -1,4 +1,5 @@
-"""`python -m transformer.data.builders --data_dir=DIR`: prepares the stdlib corpus, prints counts."""
+"""`python -m transformer.data.builders --data_dir=DIR`: prepares the stdlib corpus, prints
+counts."""
 
 from transformer.data.builders import stdlib_corpus
 

@@ -8,19 +8,17 @@ dataset once, where TensorFlow and the network are available, with
 `tfds.testing.mock_data` and never download.
 """
 
-from __future__ import annotations
 
 import dataclasses
 import importlib
 from collections.abc import Sequence
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 
 @dataclasses.dataclass(frozen=True)
 class CatalogEntry:
-  """How to read one catalog dataset: record kind, feature per field, module that registers the builder."""
+  """How to read one catalog dataset: record kind, feature per field, module that registers the
+  builder."""
 
   kind: str
   features: tuple[str, ...]
@@ -28,8 +26,10 @@ class CatalogEntry:
 
 
 CATALOG = {
-    "wmt14_translate/de-en": CatalogEntry("pairs", ("en", "de"), "tensorflow_datasets.translate.wmt14"),
-    "wmt_t2t_translate/de-en": CatalogEntry("pairs", ("en", "de"), "tensorflow_datasets.translate.wmt_t2t"),
+    "wmt14_translate/de-en": CatalogEntry("pairs", ("en", "de"),
+                                          "tensorflow_datasets.translate.wmt14"),
+    "wmt_t2t_translate/de-en": CatalogEntry("pairs", ("en", "de"),
+                                            "tensorflow_datasets.translate.wmt_t2t"),
     "lm1b": CatalogEntry("documents", ("text",), "tensorflow_datasets.text.lm1b"),
     "c4/en": CatalogEntry("documents", ("text",), "tensorflow_datasets.text.c4"),
 }
@@ -37,13 +37,18 @@ CATALOG = {
 
 def catalog_source(name: str, split: str, data_dir: str | None) -> Sequence[Any]:
   """The array_record data source of split `split` of catalog dataset `name` (already prepared)."""
+  # here, not at the top: the table above is read by config checks
+  import tensorflow_datasets as tfds
+
   if name not in CATALOG:
     raise ValueError(f"name: unknown TFDS dataset {name!r}, expected one of {sorted(CATALOG)}")
   importlib.import_module(CATALOG[name].module)  # Registration is lazy.
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-  except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError, NotImplementedError) as e:
+  except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError,
+          NotImplementedError) as e:
     raise ValueError(
-        f"name: TFDS dataset {name!r} split {split!r} is not prepared in data_dir={data_dir!r}; run "
+        f"name: TFDS dataset {name!r} split {split!r} is not prepared in "
+        f"data_dir={data_dir!r}; run "
         f"`tfds build {name} --file_format=array_record --data_dir=...` first ({e})"
     ) from e

@@ -21,12 +21,12 @@ Everything is held in memory: meant for small and medium local data; write a
 TFDS builder for a large corpus.
 """
 
-from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
+
+from absl import logging
 
 KIND_FIELDS = {
     "documents": ("text",),
@@ -47,7 +47,8 @@ def _decode(path: str, data: bytes) -> str:
 def _tsv_row(path: str, number: int, line: str) -> dict[str, str]:
   fields = line.split("\t")
   if len(fields) != 2:
-    raise ValueError(f"{path}:{number}: expected 2 tab-separated fields (inputs, targets), got {len(fields)}")
+    raise ValueError(f"{path}:{number}: expected 2 tab-separated fields (inputs, targets), "
+                     f"got {len(fields)}")
   return {"inputs": fields[0], "targets": fields[1]}
 
 

@@ -27,13 +27,11 @@ Prepare all configs and print the example counts per config and split:
     python -m transformer.data.builders --data_dir=/tmp/tfds
 """
 
-from __future__ import annotations
 
 import ast
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import platform
 import re
@@ -44,12 +42,15 @@ import tokenize
 from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
 SPLITS = ("train", "validation", "test")
 CONFIG_NAMES = ("text", "summarize", "preferences")
-_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"})
-_GENERATED = re.compile(r"auto-?generated|automatically generated|generated (by|from|with)|do not edit", re.I)
+_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests",
+                            "idle_test"})
+_GENERATED = re.compile(r"auto-?generated|automatically generated|generated (by|from|with)|"
+                        r"do not edit", re.I)
 _SIGNATURE = re.compile(r"^[\w.]+\(.*\)\s*(->.*)?$")
 
 
@@ -112,7 +113,8 @@ def split_of(module: str) -> str:
 
 
 def read_source(path: str) -> str | None:
-  """The decoded text of a Python file (honouring its coding cookie); None if it cannot be decoded or parsed."""
+  """The decoded text of a Python file (honouring its coding cookie); None if it cannot be
+  decoded or parsed."""
   try:
     with tokenize.open(path) as f:
       source = f.read()
@@ -157,7 +159,8 @@ def _strip_docstring(lines: Sequence[str], node: ast.AST) -> str | None:
 
 
 def extract_summaries(module: str, source: str) -> list[Summary]:
-  """All (code without docstring -> first docstring sentence) examples of one module, in source order."""
+  """All (code without docstring -> first docstring sentence) examples of one module, in source
+  order."""
   lines = source.splitlines()
   found: dict[str, Summary] = {}
 
@@ -189,7 +192,8 @@ def _nearest_distinct(ordered: Sequence[Summary], index: int) -> Summary | None:
 
 
 def pair_preferences(summaries: Sequence[Summary]) -> list[dict[str, str]]:
-  """Preference examples of one split: prompt, its own summary, and a distinct summary of a near name.
+  """Preference examples of one split: prompt, its own summary, and a distinct summary of a near
+  name.
 
   The rejected summary comes from the nearest-named function of the same module
   with a different summary, else from the nearest `module.name` of the split.
@@ -203,7 +207,8 @@ def pair_preferences(summaries: Sequence[Summary]) -> list[dict[str, str]]:
     siblings = by_module[s.module]
     negative = _nearest_distinct(siblings, siblings.index(s)) or _nearest_distinct(ordered, i)
     if negative is not None:
-      pairs.append(dict(module=s.module, name=s.name, prompt=s.input, chosen=s.target, rejected=negative.target))
+      pairs.append(dict(module=s.module, name=s.name, prompt=s.input, chosen=s.target,
+                        rejected=negative.target))
   return pairs
 
 
@@ -256,17 +261,21 @@ class StdlibCorpus(tfds.core.GeneratorBasedBuilder):
                    "1.1.0": "summarize/preferences: an input already in an earlier split is left out."}
   BUILDER_CONFIGS = [
       StdlibCorpusConfig(name="text", description="One example per module: {module, text}."),
-      StdlibCorpusConfig(name="summarize", description="Code without docstring -> first docstring sentence."),
-      StdlibCorpusConfig(name="preferences", description="Code, its own summary, a near function's summary."),
+      StdlibCorpusConfig(name="summarize",
+                         description="Code without docstring -> first docstring sentence."),
+      StdlibCorpusConfig(name="preferences",
+                         description="Code, its own summary, a near function's summary."),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
     return self.dataset_info_from_configs(
         description=f"Standard library of Python {platform.python_version()}: {config.description}",
-        features=tfds.features.FeaturesDict({k: tfds.features.Text() for k in _FEATURES[config.content]}),
+        features=tfds.features.FeaturesDict(
+            {k: tfds.features.Text() for k in _FEATURES[config.content]}),
         metadata=tfds.core.MetadataDict(
-            python_version=platform.python_version(), content=config.content, packages=list(config.packages)
+            python_version=platform.python_version(), content=config.content,
+            packages=list(config.packages)
         ),
     )
 
@@ -275,7 +284,8 @@ class StdlibCorpus(tfds.core.GeneratorBasedBuilder):
     examples = corpus_examples(self.builder_config.content, self.builder_config.packages)
     return {split: self._generate_examples(examples[split]) for split in SPLITS}
 
-  def _generate_examples(self, examples: list[dict[str, str]]) -> Iterator[tuple[str, dict[str, str]]]:
+  def _generate_examples(
+      self, examples: list[dict[str, str]]) -> Iterator[tuple[str, dict[str, str]]]:
     for i, example in enumerate(examples):
       yield f"{example['module']}:{example.get('name', '')}:{i}", example
 

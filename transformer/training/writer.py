@@ -7,7 +7,7 @@ is appended to on resume, so it holds the whole history of a workdir.
 import json
 import math
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -45,14 +45,16 @@ def format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
-  return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+  return (f"{hours}h{minutes:02d}m" if hours
+          else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"))
 
 
 def progress_line(step: int, num_steps: int, loss: float, learning_rate: float,
                   tokens_per_second: float, mfu: float, eta_seconds: float) -> str:
   """`step 120/600 | loss 3.2101 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% | ETA 2m10s`."""
   return (f"step {step}/{num_steps} | loss {loss:.4f} | lr {learning_rate:.2e} | "
-          f"{tokens_per_second:,.0f} tok/s | MFU {100 * mfu:.1f}% | ETA {format_duration(eta_seconds)}")
+          f"{tokens_per_second:,.0f} tok/s | MFU {100 * mfu:.1f}% | "
+          f"ETA {format_duration(eta_seconds)}")
 
 
 def read_jsonl(workdir: str) -> list[dict]:
@@ -64,11 +66,14 @@ def read_jsonl(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(workdir: str, names: tuple[str, ...] = ("loss", "accuracy", "learning_rate")) -> str:
-  """Plots train and eval curves of `names` from metrics.jsonl to `workdir/curves.png`; returns the path."""
+def plot_curves(workdir: str,
+                names: tuple[str, ...] = ("loss", "accuracy", "learning_rate")) -> str:
+  """Plots train and eval curves of `names` from metrics.jsonl to `workdir/curves.png`; returns
+  the path."""
   records = read_jsonl(workdir)
   names = tuple(n for n in names if any(n in r for r in records))
-  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.6), squeeze=False)
+  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.6),
+                           squeeze=False)
   for ax, name in zip(axes[0], names):
     for split in ("train", "eval"):
       points = sorted({r["step"]: r[name] for r in records
