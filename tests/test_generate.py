@@ -94,8 +94,8 @@ def test_command_line_prints_one_line_per_prompt(workdir, tmp_path, capsys):
   run_main(f"--workdir={path}", f"--prompts_file={tmp_path / 'prompts.txt'}", "--method=beam",
            "--beam_size=2", "--max_new_tokens=5", "--batch_size=2")
   config, params, tokenizer = load_for_generation(str(path))
-  expected = decoding.generate_texts(config, params, tokenizer, prompts, batch_size=2, method="beam",
-                                     beam_size=2, max_new_tokens=5)
+  expected = decoding.generate_texts(config, params, tokenizer, prompts, batch_size=2,
+                                     method="beam", beam_size=2, max_new_tokens=5)
   assert capsys.readouterr().out.splitlines() == [one_line(text) for text in expected]
   run_main(f"--workdir={path}", "--prompt=the fox", "--method=sample", "--top_k=5", "--seed=3",
            "--max_new_tokens=4")

@@ -207,7 +207,8 @@ def _assert_blocks_of(parts, whole):
   assert [len(p) for p in parts] == [len(whole)] * len(parts)
   for i, expected in enumerate(whole):
     for key, value in expected.items():
-      np.testing.assert_array_equal(np.concatenate([p[i][key] for p in parts]), value, err_msg=f"{i} {key}")
+      np.testing.assert_array_equal(np.concatenate([p[i][key] for p in parts]), value,
+                                    err_msg=f"{i} {key}")
 
 
 def test_eval_batches_are_blocks_of_the_one_process_batches(small_config, tokenizer):
@@ -222,24 +223,28 @@ def test_eval_batches_are_blocks_of_the_one_process_batches(small_config, tokeni
   assert _rows(parts[0], "inputs").isdisjoint(_rows(parts[1], "inputs"))
 
 
+# 7 records, 5 fit.
 EVAL_TSV = "".join(f"{text}\tok\n" for text in (
-    "first", "second", "third", "long " * 200, "fourth", "long " * 300, "fifth"))  # 7 records, 5 fit
+    "first", "second", "third", "long " * 200, "fourth", "long " * 300, "fifth"))
 
 
-def test_every_process_runs_the_same_eval_batches_whatever_the_filter_drops(small_config, tokenizer, tmp_path):
+def test_every_process_runs_the_same_eval_batches_whatever_the_filter_drops(small_config, tokenizer,
+                                                                             tmp_path):
   # Sharding the 7 records before the over-long filter would give process 0 records 0, 2, 4, 6
   # (4 fit: 2 batches of 2) and process 1 records 1, 3, 5 (1 fits: 1 batch): a multi-host hang.
   (tmp_path / "validation.tsv").write_text(EVAL_TSV)
-  cfg = small_config(source="files", name="", task="seq2seq", file_pattern=str(tmp_path / "{split}.tsv"),
-                     seq_len=32, targets_len=8)
+  cfg = small_config(source="files", name="", task="seq2seq",
+                     file_pattern=str(tmp_path / "{split}.tsv"), seq_len=32, targets_len=8)
   whole = list(_dataset(cfg, tokenizer, "validation", train=False, batch=4))
-  assert len(whole) == 2 and whole[0]["inputs"].any(axis=1).all() and whole[1]["inputs"].any(axis=1).sum() == 1
+  assert (len(whole) == 2 and whole[0]["inputs"].any(axis=1).all()
+          and whole[1]["inputs"].any(axis=1).sum() == 1)
   for count in (2, 4):
     parts = [list(_dataset(cfg, tokenizer, "validation", train=False, batch=4, process_index=i,
                            process_count=count)) for i in range(count)]
     assert all(b["inputs"].shape == (4 // count, 32) for p in parts for b in p)
     _assert_blocks_of(parts, whole)
-  texts = [tokenizer.decode(row[row > special_ids.EOS_ID].tolist()) for b in whole for row in b["inputs"]]
+  texts = [tokenizer.decode(row[row > special_ids.EOS_ID].tolist())
+           for b in whole for row in b["inputs"]]
   assert texts[:5] == ["first", "second", "third", "fourth", "fifth"] and texts[5:] == ["", "", ""]
 
 

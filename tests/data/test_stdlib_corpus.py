@@ -28,8 +28,8 @@ def test_find_modules_excludes_tests_and_site_packages():
 
 # SHA-256 of the dotted path, first 8 bytes big-endian, mod 10: 0-7 train, 8 validation, 9 test.
 KNOWN_SPLITS = {"os": "validation", "json": "train", "json.decoder": "train", "email": "validation",
-                "ast": "test", "dataclasses": "validation", "asyncio.locks": "test", "http.client": "test",
-                "urllib.parse": "train", "collections": "train"}
+                "ast": "test", "dataclasses": "validation", "asyncio.locks": "test",
+                "http.client": "test", "urllib.parse": "train", "collections": "train"}
 
 
 def test_split_of_known_modules():
@@ -37,7 +37,8 @@ def test_split_of_known_modules():
 
 
 def test_split_does_not_depend_on_the_process_or_its_hash_seed():
-  modules = sorted(KNOWN_SPLITS) + [m for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
+  modules = sorted(KNOWN_SPLITS) + [
+      m for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
   expected = [stdlib_corpus.split_of(m) for m in modules]
   script = ("import json, sys; from transformer.data.builders.stdlib_corpus import split_of; "
             "print(json.dumps([split_of(m) for m in json.load(sys.stdin)]))")
@@ -49,7 +50,8 @@ def test_split_does_not_depend_on_the_process_or_its_hash_seed():
 
 
 def test_split_is_roughly_80_10_10():
-  splits = [stdlib_corpus.split_of(m) for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
+  splits = [stdlib_corpus.split_of(m)
+            for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
   assert 0.7 < splits.count("train") / len(splits) < 0.9
   assert splits.count("validation") > 20 and splits.count("test") > 20
 
@@ -60,12 +62,15 @@ def test_no_summarize_input_is_in_two_splits():
   assert all(inputs.values())
   for i, first in enumerate(stdlib_corpus.SPLITS):
     for second in stdlib_corpus.SPLITS[i + 1:]:
-      assert not inputs[first] & inputs[second], (first, second, sorted(inputs[first] & inputs[second])[:3])
+      assert not inputs[first] & inputs[second], (
+          first, second, sorted(inputs[first] & inputs[second])[:3])
 
 
 def test_an_input_copied_into_a_later_split_stays_in_the_first():
-  copied = stdlib_corpus.Summary("wave", "_Chunk.read", "def read(self): pass", "Read at most size bytes.")
-  original = stdlib_corpus.Summary("chunk", "Chunk.read", "def read(self): pass", "Read at most size bytes.")
+  copied = stdlib_corpus.Summary("wave", "_Chunk.read", "def read(self): pass",
+                                 "Read at most size bytes.")
+  original = stdlib_corpus.Summary("chunk", "Chunk.read", "def read(self): pass",
+                                   "Read at most size bytes.")
   other = stdlib_corpus.Summary("wave", "open", "def open(f): pass", "Open a wave file.")
   kept = stdlib_corpus.without_earlier_inputs({"train": [original], "validation": [copied, other],
                                                "test": [copied]})
@@ -174,27 +179,32 @@ def fake_module(name: str) -> str:
   """A module with two documented functions of distinct summaries."""
   stem = name.replace(".", "_")
   return (f'def {stem}_first(x):\n    """Return the first value of {name}."""\n    return x\n\n\n'
-          f'def {stem}_second(x):\n    """Compute the second value of {name}."""\n    return x + 1\n')
+          f'def {stem}_second(x):\n'
+          f'    """Compute the second value of {name}."""\n    return x + 1\n')
 
 
 def write_fake_stdlib(root) -> dict[str, list[str]]:
   """A small standard library under `root` with every kind of file discovery skips; returns the
-  modules that must be found, by split (split_of: alpha, alpha.beta, latin train; lam, mu validation;
-  alpha.gamma, delta test)."""
+  modules that must be found, by split (split_of: alpha, alpha.beta, latin train; lam, mu
+  validation; alpha.gamma, delta test)."""
   files = {
       "alpha/__init__.py": fake_module("alpha"), "alpha/beta.py": fake_module("alpha.beta"),
       "alpha/gamma.py": fake_module("alpha.gamma"), "delta.py": fake_module("delta"),
       "lam.py": fake_module("lam"), "mu.py": fake_module("mu"),
       "broken.py": "def broken(:\n",  # does not parse: skipped with a warning
-      "alpha/test_beta.py": fake_module("test_beta"), "alpha/tests/helper.py": fake_module("helper"),
-      "idlelib/idle_test/htest.py": fake_module("htest"), "site-packages/omega.py": fake_module("omega"),
-      "config-3.11-x86_64-linux-gnu/pi.py": fake_module("pi"), "alpha/__pycache__/rho.py": fake_module("rho"),
+      "alpha/test_beta.py": fake_module("test_beta"),
+      "alpha/tests/helper.py": fake_module("helper"),
+      "idlelib/idle_test/htest.py": fake_module("htest"),
+      "site-packages/omega.py": fake_module("omega"),
+      "config-3.11-x86_64-linux-gnu/pi.py": fake_module("pi"),
+      "alpha/__pycache__/rho.py": fake_module("rho"),
       "not-a-module.py": fake_module("sigma"),
   }
   for name, text in files.items():
     (root / name).parent.mkdir(parents=True, exist_ok=True)
     (root / name).write_text(text)
-  latin = '# -*- coding: latin-1 -*-\ndef name():\n    """Return the caf\xe9 name here."""\n    return 1\n'
+  latin = ('# -*- coding: latin-1 -*-\ndef name():\n'
+           '    """Return the caf\xe9 name here."""\n    return 1\n')
   (root / "latin.py").write_bytes(latin.encode("latin-1") + fake_module("latin").encode())
   return {"train": ["alpha", "alpha.beta", "latin"], "validation": ["lam", "mu"],
           "test": ["alpha.gamma", "delta"]}
@@ -217,7 +227,8 @@ def test_full_build_over_a_small_fake_standard_library(tmp_path, monkeypatch, ca
                               "summarize": summaries, "preferences": summaries}
   builder = stdlib_corpus.prepare("summarize", str(tmp_path / "tfds"))
   targets = {ex["target"].decode() for ex in builder.as_data_source("train")}
-  assert "Return the café name here." in targets and "Return the first value of alpha.beta." in targets
+  assert ("Return the café name here." in targets
+          and "Return the first value of alpha.beta." in targets)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Seq2seq evaluation: decodes batches and reports BLEU (with signature) and exact match, skipping filler rows."""
+"""Seq2seq evaluation: decodes batches and reports BLEU (with signature) and exact match, skipping
+filler rows."""
 
 import numpy as np
 import sacrebleu
@@ -56,6 +57,7 @@ def test_bleu_and_exact_match_of_known_outputs_skip_filler_rows(tmp_path, monkey
   assert result["bleu"] == sacrebleu.corpus_bleu(hypotheses, [references]).score
   assert 0.0 < result["bleu"] < 100.0
   assert result["exact_match"] == 2 / 3
-  assert result["samples"] == [("a b c", hypotheses[0], references[0]), ("d e f", hypotheses[1], references[1]),
+  assert result["samples"] == [("a b c", hypotheses[0], references[0]),
+                               ("d e f", hypotheses[1], references[1]),
                                ("g h i", hypotheses[2], references[2])]
   assert all(type(text) is str for sample in result["samples"] for text in sample)

@@ -70,14 +70,16 @@ CHI2_CRITICAL = {1: 10.828, 2: 13.816, 5: 20.515, 38: 70.703}
 
 
 def chi_square(samples: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
-  """(Pearson's statistic of the sample counts against probabilities `expected`, degrees of freedom).
+  """(Pearson's statistic of the sample counts against probabilities `expected`, degrees of
+  freedom).
 
   Tokens of probability 0 must never be drawn; they add no degree of freedom."""
   counts = np.bincount(np.asarray(samples), minlength=len(expected))
   support = expected > 0
   assert counts[~support].sum() == 0, "drew a token of probability 0"
   n = counts.sum()
-  statistic = float(np.sum((counts[support] - n * expected[support]) ** 2 / (n * expected[support])))
+  statistic = float(np.sum((counts[support] - n * expected[support]) ** 2
+                           / (n * expected[support])))
   return statistic, int(support.sum()) - 1
 
 
@@ -118,7 +120,8 @@ def test_generate_samples_the_models_next_token_distribution_at_the_temperature(
   config = tiny_config("decoder_only")
   params = init_params(config, seed=1, scale=3.0)  # peaked logits: temperatures differ visibly
   prompt = [5, 6, 7]
-  logits = build_model(config.eval()).apply({"params": params}, jnp.array([prompt + [4]]))[0, len(prompt)]
+  logits = build_model(config.eval()).apply({"params": params},
+                                            jnp.array([prompt + [4]]))[0, len(prompt)]
   logits = np.asarray(logits, np.float64)
   logits[PAD_ID] = -np.inf  # generation never emits PAD
   prompts = jnp.asarray(np.tile(prompt, (DRAWS, 1)), jnp.int32)

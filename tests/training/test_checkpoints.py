@@ -17,11 +17,13 @@ from transformer.training.state import create_train_state
 
 
 def small_state(tx: optax.GradientTransformation, steps: int = 0):
-  """A two-leaf params pytree with its optimizer state after `steps` updates of distinct gradients."""
-  params = {"dense": {"kernel": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "bias": jnp.ones(3)}}
+  """A two-leaf params pytree with its optimizer state after `steps` updates of distinct
+  gradients."""
+  params = {"dense": {"kernel": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+                      "bias": jnp.ones(3)}}
   state = create_train_state(params, tx)
   for i in range(steps):
-    grads = jax.tree.map(lambda x: jnp.sin(x + i) + 0.1 * i, state.params)
+    grads = jax.tree.map(lambda x, i=i: jnp.sin(x + i) + 0.1 * i, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                           opt_state=opt_state)
@@ -48,7 +50,8 @@ LOSSES = {1: 3.0, 2: 1.0, 3: None, 4: 9.0, 5: 4.0, 6: 5.0}
 ])
 def test_keeps_the_latest_n_plus_the_best(tmp_path, best_metric, best_mode, kept):
   config = default_config()
-  config.update(keep_checkpoints=2, best_metric=best_metric, best_mode=best_mode, async_checkpoints=False)
+  config.update(keep_checkpoints=2, best_metric=best_metric, best_mode=best_mode,
+                async_checkpoints=False)
   tx = optax.sgd(0.1)
   state, rng, data = small_state(tx), jax.random.PRNGKey(0), data_iterator()
   manager = checkpoints.make_manager(str(tmp_path), config)
@@ -73,7 +76,8 @@ def test_save_and_restore_give_back_every_leaf_of_the_state(tmp_path):
   expected_next = next(data)
 
   template, other_data = small_state(tx), data_iterator()  # step 0: zero moments, count 0
-  restored, restored_rng = checkpoints.restore(manager, 3, template, jax.random.PRNGKey(0), other_data)
+  restored, restored_rng = checkpoints.restore(manager, 3, template, jax.random.PRNGKey(0),
+                                               other_data)
   manager.close()
   saved_leaves = jax.tree_util.tree_leaves_with_path(state.opt_state)
   restored_leaves = jax.tree_util.tree_leaves_with_path(restored.opt_state)
@@ -84,7 +88,8 @@ def test_save_and_restore_give_back_every_leaf_of_the_state(tmp_path):
     name = jax.tree_util.keystr(path)
     np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved), err_msg=name)
     assert np.asarray(loaded).dtype == np.asarray(saved).dtype, name
-    assert not np.array_equal(np.asarray(fresh), np.asarray(saved)), f"{name}: the template says nothing"
+    assert not np.array_equal(np.asarray(fresh), np.asarray(saved)), (
+        f"{name}: the template says nothing")
   jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
   assert int(restored.step) == 3
   np.testing.assert_array_equal(restored_rng, rng)

@@ -10,7 +10,7 @@ def test_default_config_is_valid():
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c.__setattr__("stage", "distill"), "config.stage must be one of"),
-    (lambda c: c.optimizer.__setattr__("name", "sgd"), "config.optimizer.name"),
+    (lambda c: c.optimizer.__setattr__("name", "lamb"), "config.optimizer.name"),
     (lambda c: c.__setattr__("global_batch_size", 0), "config.global_batch_size must be >= 1"),
     (lambda c: c.update(global_batch_size=6, grad_accum_steps=4),
      "divisible by config.grad_accum_steps"),

@@ -39,4 +39,5 @@ def test_flops_of_an_encoder_decoder_step_by_hand():
   assert (encoder, decoder, cross_keys_values) == (14_592, 32_480, 4_608)
   shapes = {"inputs": (2, 6), "targets": (2, 5)}
   # 2 FLOPs per multiply-add, 3 passes (forward, backward at twice the forward).
-  assert flops.train_flops_per_step(cfg, TASKS["seq2seq"], shapes) == 6 * (encoder + decoder + cross_keys_values) == 310_080
+  assert (flops.train_flops_per_step(cfg, TASKS["seq2seq"], shapes)
+          == 6 * (encoder + decoder + cross_keys_values) == 310_080)

@@ -96,7 +96,8 @@ def test_dry_run_prints_params_and_compiles(tiny_config):
   assert report["flops_per_step"] > 0
 
 
-def test_train_log_has_the_label_smoothed_loss_and_the_applied_learning_rate(tiny_config, workdir_for):
+def test_train_log_has_the_label_smoothed_loss_and_the_applied_learning_rate(tiny_config,
+                                                                             workdir_for):
   config = tiny_config("lm")
   config.update(label_smoothing=0.1, num_train_steps=3, eval_every_steps=100, num_samples=0)
   workdir = workdir_for(config)

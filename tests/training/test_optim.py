@@ -16,13 +16,15 @@ def paper_optimizer_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def test_paper_schedule_literal_values():
-  # d_model 512, warmup 4000: d^-0.5 · min(s^-0.5, s · w^-1.5) with s = count + 1, worked out by hand.
+  # d_model 512, warmup 4000: d^-0.5 · min(s^-0.5, s · w^-1.5) with s = count + 1, worked out by
+  # hand.
   expected = {0: 1.7469e-7, 3999: 6.9877e-4, 99_999: 1.3975e-4}
   for multiplier in (1.0, 2.0):
     schedule = make_schedule(paper_optimizer_config(learning_rate=multiplier, warmup_steps=4000),
                              d_model=512, num_train_steps=100_000)
     for count, rate in expected.items():
-      assert math.isclose(float(schedule(count)), multiplier * rate, rel_tol=1e-4), (multiplier, count)
+      assert math.isclose(float(schedule(count)), multiplier * rate, rel_tol=1e-4), (
+          multiplier, count)
 
 
 def test_cosine_warms_up_then_decays_to_the_end_fraction():
@@ -89,7 +91,8 @@ def test_adam_two_steps_match_a_hand_written_adam_with_the_papers_betas_and_eps(
 
 
 def test_clipping_bounds_the_gradient_that_enters_the_first_moment():
-  opt = paper_optimizer_config(schedule="constant", learning_rate=1.0, warmup_steps=0, grad_clip_norm=1.0)
+  opt = paper_optimizer_config(schedule="constant", learning_rate=1.0, warmup_steps=0,
+                               grad_clip_norm=1.0)
   gradients = [[300.0, -400.0, 0.0], [0.3, 0.4, 0.0]]  # norm 500 (clipped to 1), then 0.5 (kept)
   updates = optimizer_updates(opt, gradients)
   clipped = [[0.6, -0.8, 0.0], [0.3, 0.4, 0.0]]

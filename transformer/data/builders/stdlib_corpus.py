@@ -258,7 +258,8 @@ class StdlibCorpus(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "1.1.0": "summarize/preferences: an input already in an earlier split is left out."}
+                   "1.1.0": ("summarize/preferences: an input already in an earlier split is "
+                             "left out.")}
   BUILDER_CONFIGS = [
       StdlibCorpusConfig(name="text", description="One example per module: {module, text}."),
       StdlibCorpusConfig(name="summarize",
