@@ -1,11 +1,13 @@
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from transformer.training import checkpoints, writer
 from transformer.training.config import ConfigError
 from transformer.training.loop import dry_run, run
+from transformer.training.optim import make_optimizer
 
 
 def run_logged(config, workdir):
@@ -112,3 +114,26 @@ def test_quiet_phases_are_announced_with_their_durations(tiny_config, tmp_path):
                "compiling the eval step and evaluating at step 0 (validation)",
                "compiling the train step"):
     assert f"{what} ...\n" in log and f"\n{what}: done in " in log, what
+
+
+def test_train_log_has_the_label_smoothed_loss_and_the_applied_learning_rate(tiny_config,
+                                                                             workdir_for):
+  config = tiny_config("lm")
+  config.update(label_smoothing=0.1, num_train_steps=3, eval_every_steps=100, num_samples=0)
+  workdir = workdir_for(config)
+  run(config, workdir, print_fn=lambda line: None)
+  train = [r for r in writer.read_jsonl(workdir) if r["split"] == "train"]
+  assert [r["step"] for r in train] == [1, 2, 3]
+  # label_smoothing reaches the train loss: the smoothed loss is not the plain NLL (equal at ε = 0).
+  for record in train:
+    assert abs(record["loss"] - record["nll"]) > 1e-3, record
+  # The logged rate of step k is the rate of the k-th update: with a constant unit gradient, Adam's
+  # update is exactly -rate (m̂ / sqrt(v̂) = 1), so the run's own optimizer shows what it applied.
+  tx, _ = make_optimizer(config.optimizer, config.model.d_model, config.num_train_steps)
+  params = {"w": jnp.zeros(())}
+  state, applied = tx.init(params), []
+  for _ in train:
+    update, state = tx.update({"w": jnp.ones(())}, state, params)
+    applied.append(-float(update["w"]))
+  assert len(set(np.round(applied, 6))) == 3  # warmup 2 then decay: three different rates
+  np.testing.assert_allclose([r["learning_rate"] for r in train], applied, rtol=1e-5)

@@ -21,7 +21,10 @@ Batch keys by task (int32 unless noted; segmentation 1.. per packed segment and
 - preference:      chosen, rejected, chosen_weights, rejected_weights (float32); never packed
 Training batches are packed (if `pack`) and endless (shuffled anew each epoch);
 eval batches are padded (segmentation 1 on tokens, positions arange), one pass,
-the last batch filled up with all-padding rows.
+the last batch filled up with all-padding rows. Training records are sharded over
+processes; for eval every process reads the whole split in order and keeps its rows
+of each global batch, so all processes run the same number of eval batches (their
+collectives stay in step) and together see exactly the one-process batches.
 
 Over-long examples (longer than the configured lengths after tokenization and
 EOS; lm documents are cut into chunks and never are) are skipped and counted
@@ -276,6 +279,11 @@ def _fill_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarr
   return out
 
 
+def _process_rows(batch: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+  """Rows start:stop of every array of a global batch: one process's block."""
+  return {key: value[start:stop] for key, value in batch.items()}
+
+
 def make_dataset(
     cfg: ml_collections.ConfigDict,
     split: str,
@@ -292,7 +300,9 @@ def make_dataset(
 
   train=True: records sharded by process, shuffled with `seed` anew each epoch,
   repeated forever, packed if `cfg.pack`. train=False: one pass in order,
-  padded, last batch filled with padding rows.
+  padded, last batch filled with padding rows; every process reads all records
+  and yields rows [i · B/n, (i + 1) · B/n) of each global batch of B rows, so every
+  process yields the same number of batches whatever the over-long filter drops.
   """
   validate_data_config(cfg)
   if global_batch_size <= 0 or global_batch_size % process_count:
@@ -312,9 +322,9 @@ def make_dataset(
     raise ValueError(f"data.name/file_pattern: split {split!r} of "
                      f"{cfg.name or cfg.file_pattern!r} has no examples")
 
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = grain.MapDataset.source(source)
   if train:
-    ds = ds.shuffle(seed=seed).repeat(None)
+    ds = ds[process_index::process_count].shuffle(seed=seed).repeat(None)
   ds = ds.map(_Tokenize(tokenizer, features)).to_iter_dataset()
   ds = _apply_task(ds.seed(seed), cfg)
   ds = ds.filter(_SkipOverlong(lengths, f"{cfg.name or cfg.file_pattern} {split}"))
@@ -326,8 +336,12 @@ def make_dataset(
   else:
     ds = ds.map(functools.partial(
         tasks.pad_example, max_lengths=lengths, with_segmentation=packable))
-  ds = ds.batch(batch_size, drop_remainder=train)
-  ds = ds.map(functools.partial(_fill_rows, rows=batch_size))
+  rows = batch_size if train else global_batch_size
+  ds = ds.batch(rows, drop_remainder=train)
+  ds = ds.map(functools.partial(_fill_rows, rows=rows))
+  if not train:
+    ds = ds.map(functools.partial(_process_rows, start=process_index * batch_size,
+                                  stop=(process_index + 1) * batch_size))
   if cfg.num_workers:
     # grain's workers read absl flags; outside `app.run` use defaults.
     if not flags.FLAGS.is_parsed():

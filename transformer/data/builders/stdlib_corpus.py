@@ -17,7 +17,9 @@ and site-packages excluded). Nothing is downloaded. Configs:
   (names sorted as `module.qualname`); deterministic, chosen != rejected.
 
 Splits train / validation / test (80 / 10 / 10 %) by a stable hash of the
-module path, so all three configs hold out the same modules. The Python
+module path, so all three configs hold out the same modules. A `summarize` input
+(code copied between modules) is kept only in the first split that has it
+(train, then validation), so no held-out input is also a training input. The Python
 version (whose library was read) is recorded in the dataset metadata.
 
 Prepare all configs and print the example counts per config and split:
@@ -210,6 +212,21 @@ def pair_preferences(summaries: Sequence[Summary]) -> list[dict[str, str]]:
   return pairs
 
 
+def without_earlier_inputs(summaries: dict[str, list[Summary]]) -> dict[str, list[Summary]]:
+  """Each split's summaries without those whose input is already in an earlier split.
+
+  Splits are taken in SPLITS order (train, validation, test): code copied between modules
+  of different splits (e.g. `chunk.Chunk` and `wave._Chunk`, `ntpath.islink` and
+  `posixpath.islink`) stays in the first one and out of the held-out splits.
+  """
+  seen: set[str] = set()
+  kept = {}
+  for split in SPLITS:
+    kept[split] = [x for x in summaries[split] if x.input not in seen]
+    seen |= {x.input for x in kept[split]}
+  return kept
+
+
 def corpus_examples(config: str, packages: Sequence[str] = ()) -> dict[str, list[dict[str, str]]]:
   """The examples of one config per split, read from the running interpreter's standard library."""
   modules: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
@@ -219,7 +236,8 @@ def corpus_examples(config: str, packages: Sequence[str] = ()) -> dict[str, list
       modules[split_of(module)].append((module, source))
   if config == "text":
     return {k: [dict(module=m, text=s) for m, s in v] for k, v in modules.items()}
-  summaries = {k: [x for m, s in v for x in extract_summaries(m, s)] for k, v in modules.items()}
+  summaries = without_earlier_inputs(
+      {k: [x for m, s in v for x in extract_summaries(m, s)] for k, v in modules.items()})
   if config == "summarize":
     return {k: [dataclasses.asdict(x) for x in v] for k, v in summaries.items()}
   return {k: pair_preferences(v) for k, v in summaries.items()}
@@ -238,8 +256,10 @@ class StdlibCorpus(tfds.core.GeneratorBasedBuilder):
   # TFDS derives `code_path` via the optional `importlib_resources` package for
   # builders inside packages; this file is the code path, so say it directly.
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": ("summarize/preferences: an input already in an earlier split is "
+                             "left out.")}
   BUILDER_CONFIGS = [
       StdlibCorpusConfig(name="text", description="One example per module: {module, text}."),
       StdlibCorpusConfig(name="summarize",
