@@ -28,7 +28,7 @@ import json
 import sys
 from typing import Any
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from transformer import cli, decoding, inference
 from transformer.data.tokenizer import Tokenizer, load_tokenizer
@@ -118,14 +118,15 @@ def one_line(text: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax) off unless asked for
     logging.set_verbosity(logging.WARNING)
   try:
     model_config, params, tokenizer = load_for_generation(
         _WORKDIR.value, _STEP.value, average_last=_AVERAGE_LAST.value, averaged=_AVERAGED.value)
   except (FileNotFoundError, ValueError) as e:
-    cli.fail(f"--workdir={_WORKDIR.value}: {e}")
+    raise app.UsageError(f"--workdir={_WORKDIR.value}: {e}") from None
   try:
     outputs = decoding.generate_texts(
         model_config, params, tokenizer,
@@ -134,7 +135,7 @@ def main(argv: list[str]) -> None:
         max_new_tokens=_MAX_NEW_TOKENS.value, beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
   except (OSError, ValueError) as e:  # a bad prompts file, an empty prompt, a bad option
-    cli.fail(str(e))
+    raise app.UsageError(str(e)) from None
   for text in outputs:
     print(one_line(text))
 
