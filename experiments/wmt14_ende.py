@@ -20,9 +20,10 @@ Commands:
   python -m transformer.train --config=experiments/wmt14_ende.py:big --workdir=runs/wmt14_big \
       --config.data.data_dir=DIR
 
-Runtime: on 2 CPU cores only the dry run is practical (~1 min: prints `params: 63,082,496`
-for base and compiles the step: ~10 TFLOP and ~40 GB of temporaries per step at this batch),
-i.e. weeks of CPU. The paper: 12 hours (base) / 3.5 days (big) on 8 P100 GPUs.
+Runtime: on 2 CPU cores only the dry run is practical (measured 40 s, load average 8:
+prints `params: 63,082,496` for base and compiles the step: ~10 TFLOP and ~40 GB of
+temporaries per step at this batch), i.e. weeks of CPU. The paper: 12 hours (base) / 3.5 days
+(big) on 8 P100 GPUs.
 Expected result (paper, newstest2014 with checkpoint averaging and beam 4): BLEU 27.3
 (base) and 28.4 (big). Not measured in this repository.
 

@@ -8,11 +8,13 @@ Prints every step (vocabulary, embeddings, positions, Q, K, V, Q K^T, scaled sco
 mask, softmax, weighted values, concat, W^O, add & norm, FFN, masked self-attention,
 cross-attention, logits, softmax, predicted word) of two one-layer models with
 random parameters; see `transformer.walkthrough`. `--plot_dir` also writes PNG
-heatmaps of every attention head and of the positional encodings.
+heatmaps of every attention head and of the positional encodings. A bad flag is one line
+on stderr, exit status 2 (`transformer.cli`).
 """
 
 from absl import app, flags
 
+from transformer import cli
 from transformer.walkthrough import format_walk, plot_heatmaps, walkthrough
 
 _INPUTS = flags.DEFINE_string("inputs", "when you play the game of thrones",
@@ -41,6 +43,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"--d_model={_D_MODEL.value} must be even (sinusoidal positions)")
   if _D_FF.value is not None and _D_FF.value < 1:
     raise app.UsageError(f"--d_ff={_D_FF.value} must be >= 1")
+  if _PLOT_DIR.value is not None:
+    cli.check_output_dir(_PLOT_DIR.value, "--plot_dir")
   walk = walkthrough(_INPUTS.value, _TARGETS.value, _D_MODEL.value, _ENCODER_HEADS.value,
                      _DECODER_HEADS.value, _D_FF.value, _SEED.value)
   print(format_walk(walk))
@@ -50,4 +54,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -10,6 +10,9 @@ there on first use otherwise), every row of the train split to fit, and the firs
 `eval_batches` batches of `batch_size` rows of the validation split to score. With the
 neural run's data config, batch size and eval_steps these are exactly the rows and target
 tokens (each chunk predicted from BOS) behind its eval perplexity.
+
+Bad flags, paths and data are one line on stderr, exit status 2, before the tokenizer trains
+(`transformer.cli`).
 """
 
 import json
@@ -20,6 +23,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from transformer import cli
 from transformer.data import config as data_config
 from transformer.data import pipeline
 from transformer.models.ngram import NGramModel
@@ -62,11 +66,28 @@ def split_segments(data: Mapping, split: str, batch_size: int, batches: int,
   return out
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  data = _DATA.value
+def check_flags(data: Mapping) -> None:
+  """UsageError or ValueError (one line, naming the flag) before the tokenizer trains."""
   if data.task != "lm":
     raise app.UsageError(f"--data.task must be 'lm' for the n-gram baseline, got {data.task!r}")
+  if _ORDER.value < 1:
+    raise app.UsageError(f"--order must be >= 1, got {_ORDER.value}")
+  if _DISCOUNT.value is not None and not 0.0 < _DISCOUNT.value < 1.0:
+    raise app.UsageError(f"--discount must be in (0, 1), got {_DISCOUNT.value}")
+  if _BATCH_SIZE.value < 1:
+    raise app.UsageError(f"--batch_size must be >= 1, got {_BATCH_SIZE.value}")
+  if _EVAL_BATCHES.value < 0:
+    raise app.UsageError(f"--eval_batches must be >= 0 (0 = all), got {_EVAL_BATCHES.value}")
+  cli.check_output_dir(_WORKDIR.value, "--workdir")
+  pipeline.check_data(data, {"train": "the split fitted", "validation": "the split scored"},
+                      prefix="--")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  data = _DATA.value
+  check_flags(data)
   start = time.perf_counter()
   tokenizer = pipeline.load_tokenizer_for(data, _WORKDIR.value)
   train = split_segments(data, "train", 256, 0, tokenizer)
@@ -83,4 +104,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,28 +9,42 @@ Flags:
                                              present);
   --dry_run                                  print the parameter overview, compile the step,
                                              report memory, exit;
+  --print_config                             print the resolved config (fields that differ from
+                                             the schema's defaults marked *) and exit; every
+                                             field with its meaning: docs/config.md;
   --distributed                              join the other processes first
                                              (jax.distributed.initialize; also if
                                              JAX_COORDINATOR_ADDRESS is set): coordinator,
                                              process count and id from JAX_COORDINATOR_ADDRESS,
                                              JAX_NUM_PROCESSES, JAX_PROCESS_ID, else the platform's.
 
-Config errors (unknown field, wrong type, missing file, unknown stage, incompatible workdir)
-are printed as one line and exit with status 2, before anything compiles.
+Bad inputs (unknown field, wrong type or range, an experiment file that fails to load, a
+missing file or split, a path that is a file or read-only, an incompatible or busy workdir)
+are printed as one line and exit with status 2, before anything compiles (`transformer.cli`).
+SIGTERM or Ctrl-C save a checkpoint at the step reached and exit 0 (Ctrl-C: 130); a
+non-finite loss stops the run with one line and status 1. In a multi-process run, a process
+that fails ends the others within seconds, with its message.
 """
 
 import os
-import sys
+import traceback
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from transformer import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None,
-                                          "Experiment file (experiments/*.py[:arg]).",
+                                          "Experiment file (experiments/*.py[:arg]); override "
+                                          "a field with --config.<field>=<value>; every field: "
+                                          "docs/config.md; the resolved config: --print_config.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Directory of the run (checkpoints, metrics, plots).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build, print params, compile the step, and exit.")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the resolved config (* = differs from the schema's default) and "
+    "exit; every field and its meaning: docs/config.md.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join the other processes first "
                                   "(jax.distributed.initialize; see the module docstring).")
 
@@ -43,11 +57,46 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _CONFIG.value is None:
       raise flags.Error("--config is required (e.g. --config=experiments/quickstart.py)")
     _CONFIG.value.keys()  # a config file that failed to load raises here
-    if _WORKDIR.value is None and not _DRY_RUN.value:
+    if _WORKDIR.value is None and not (_DRY_RUN.value or _PRINT_CONFIG.value):
       raise flags.Error("--workdir is required (e.g. --workdir=runs/quickstart)")
     return remaining
-  except (OSError, flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-    fail(one_line(e, argv))
+  except Exception as e:  # (loading the experiment runs its code: any error)
+    if "-v" in argv or any(arg.startswith(("--verbosity", "-v=")) for arg in argv):
+      traceback.print_exc()
+    cli.fail(experiment_error(e, argv) or one_line(e, argv))
+
+
+def config_path(argv: list[str]) -> str | None:
+  """The experiment file of --config on the command line (without its ':arg')."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":", 1)[0]
+  return None
+
+
+def experiment_error(error: BaseException, argv: list[str]) -> str | None:
+  """'<file>:<line>: <Type>: <message>' if `error` was raised by the experiment file's code
+  (importing it or its get_config), naming the file's deepest line involved; else None."""
+  path = config_path(argv)
+  if not path:
+    return None
+  target = os.path.abspath(path)
+  chain, seen = [], error
+  while seen is not None and seen not in chain:  # the wrappers of config_flags and absl
+    chain.append(seen)
+    seen = seen.__cause__ or seen.__context__
+  for e in reversed(chain):  # the original error first
+    if isinstance(e, SyntaxError) and e.filename and os.path.abspath(e.filename) == target:
+      return f"{path}:{e.lineno}: {type(e).__name__}: {e.msg}"
+    lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
+             if os.path.abspath(frame.filename) == target]
+    if lines:
+      return f"{path}:{lines[-1]}: {type(e).__name__}: {cli.one_line(e)}"
+    if isinstance(e, AttributeError) and "get_config" in str(e):
+      return f"{path} has no get_config(arg) function"
+  return None
 
 
 def one_line(error: BaseException, argv: list[str]) -> str:
@@ -67,27 +116,29 @@ def one_line(error: BaseException, argv: list[str]) -> str:
 
 def fail(message: str) -> None:
   """Prints `error: <message>` on stderr and exits with status 2."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+  cli.fail(message)
 
 
 def main(argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax, XLA) off unless asked for
     logging.set_verbosity(logging.WARNING)
-  from transformer.training import loop  # after flag parsing: --help stays fast
-  from transformer.training.config import ConfigError
-  if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    from transformer.training.parallel import initialize_distributed
-    initialize_distributed()
-  try:
+  distributed = _DISTRIBUTED.value or bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+  if not distributed or _PRINT_CONFIG.value:
+    from transformer.training.config import format_config, validate
+    validate(_CONFIG.value)  # before the heavy imports: a config error comes in a second
+    if _PRINT_CONFIG.value:
+      print(format_config(_CONFIG.value))
+      return
+  from transformer.training import loop, parallel  # after flag parsing: --help stays fast
+  if distributed:
+    parallel.initialize_distributed()
+  with parallel.failures_end_every_process():
     if _DRY_RUN.value:
       loop.dry_run(_CONFIG.value)
     else:
       loop.run(_CONFIG.value, _WORKDIR.value)
-  except ConfigError as e:
-    fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -7,13 +7,16 @@ import logging
 import grain
 import grain.python
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
 from transformer import special_ids
 from transformer.data import config as data_config
 from transformer.data import pipeline
+from transformer.data.builders import catalog
 from transformer.data.tokenizer import sentinel_id
+from transformer.models import attention
 
 
 def _dataset(cfg, tokenizer, split="train", *, train=True, batch=4, seed=0, process_index=0,
@@ -137,22 +140,20 @@ def _reference_mask(q_seg, k_seg, causal):
 
 
 def test_packed_examples_never_attend_across_segments(small_config, tokenizer):
-  cfg = small_config(task="seq2seq", name="stdlib_corpus/summarize", seq_len=128, targets_len=64)
+  cfg = small_config(task="seq2seq", name="stdlib_corpus/summarize", seq_len=128, targets_len=64,
+                     truncate_inputs=False)  # long inputs skipped, not cut to fill whole rows
   batch = next(_dataset(cfg, tokenizer, batch=4))
   q, k = batch["targets_segmentation"], batch["inputs_segmentation"]
-  assert (q.max(axis=1) > 1).any(), "expected packed rows"
-  self_mask = _reference_mask(q, q, causal=True)
-  cross_mask = _reference_mask(q, k, causal=False)
-  for mask, kseg in ((self_mask, q), (cross_mask, k)):
-    allowed = np.argwhere(mask[:, 0])
-    assert (q[allowed[:, 0], allowed[:, 1]] == kseg[allowed[:, 0], allowed[:, 2]]).all()
-  attention = pytest.importorskip("transformer.models.attention")
-  assert (np.asarray(attention.make_attention_mask(q, q, causal=True)) == self_mask).all()
-  assert (np.asarray(attention.make_attention_mask(q, k, causal=False)) == cross_mask).all()
-  lm = next(_dataset(small_config(), tokenizer, batch=4))
-  seg = lm["targets_segmentation"]
-  assert (np.asarray(attention.make_attention_mask(seg, seg, causal=True))
-          == _reference_mask(seg, seg, True)).all()
+  assert (q.max(axis=1) > 1).any() and (k.max(axis=1) > 1).any(), "expected packed rows"
+  lm_batches = (b["targets_segmentation"] for b in _dataset(small_config(), tokenizer, batch=4))
+  lm = next(seg for seg in lm_batches if (seg.max(axis=1) > 1).any())  # a batch with packed rows
+  for query, key, causal in ((q, q, True), (q, k, False), (lm, lm, True)):
+    mask = np.asarray(attention.make_attention_mask(query, key, causal=causal))
+    np.testing.assert_array_equal(mask, _reference_mask(query, key, causal))
+    rows, i, j = np.nonzero(mask[:, 0])
+    assert len(rows) and (query[rows, i] == key[rows, j]).all() and (query[rows, i] > 0).all()
+    if causal:
+      assert (j <= i).all()
 
 
 def _take(it, n):
@@ -178,7 +179,6 @@ def test_state_restored_mid_epoch_gives_same_batches(small_config, tokenizer, ta
 
 
 def test_state_round_trips_through_orbax(small_config, tokenizer, tmp_path):
-  ocp = pytest.importorskip("orbax.checkpoint")
   cfg = small_config()
   it = _dataset(cfg, tokenizer, seed=1)
   _take(it, 3)
@@ -202,17 +202,52 @@ def _rows(batches, key):
   return {tuple(r[r != 0].tolist()) for b in batches for r in b[key] if r.any()}
 
 
-def test_eval_is_sharded_over_processes_and_padded(small_config, tokenizer):
+def _assert_blocks_of(parts, whole):
+  """Every process has as many batches as one process has, and batch i of process p is rows
+  [p · B/n, (p + 1) · B/n) of one process's batch i (the global array's layout)."""
+  assert [len(p) for p in parts] == [len(whole)] * len(parts)
+  for i, expected in enumerate(whole):
+    for key, value in expected.items():
+      np.testing.assert_array_equal(np.concatenate([p[i][key] for p in parts]), value,
+                                    err_msg=f"{i} {key}")
+
+
+def test_eval_batches_are_blocks_of_the_one_process_batches(small_config, tokenizer):
   cfg = small_config(task="seq2seq", name="stdlib_corpus/summarize", seq_len=128, targets_len=32)
   whole = list(_dataset(cfg, tokenizer, "validation", train=False, batch=8))
   parts = [list(_dataset(cfg, tokenizer, "validation", train=False, batch=8, process_index=i,
                          process_count=2))
            for i in range(2)]
   assert all(b["inputs"].shape == (4, 128) for p in parts for b in p)
+  assert whole[-1]["inputs_segmentation"].shape == (8, 128)
+  _assert_blocks_of(parts, whole)
   assert _rows(parts[0], "inputs").isdisjoint(_rows(parts[1], "inputs"))
-  assert _rows(parts[0], "inputs") | _rows(parts[1], "inputs") == _rows(whole, "inputs")
-  last = whole[-1]["inputs_segmentation"]
-  assert last.shape == (8, 128)
+
+
+# 7 records, 5 fit.
+EVAL_TSV = "".join(f"{text}\tok\n" for text in (
+    "first", "second", "third", "long " * 200, "fourth", "long " * 300, "fifth"))
+
+
+def test_every_process_runs_the_same_eval_batches_whatever_the_filter_drops(small_config, tokenizer,
+                                                                             tmp_path):
+  # Sharding the 7 records before the over-long filter would give process 0 records 0, 2, 4, 6
+  # (4 fit: 2 batches of 2) and process 1 records 1, 3, 5 (1 fits: 1 batch): a multi-host hang.
+  (tmp_path / "validation.tsv").write_text(EVAL_TSV)
+  cfg = small_config(source="files", name="", task="seq2seq",
+                     file_pattern=str(tmp_path / "{split}.tsv"), seq_len=32, targets_len=8,
+                     truncate_inputs=False)
+  whole = list(_dataset(cfg, tokenizer, "validation", train=False, batch=4))
+  assert (len(whole) == 2 and whole[0]["inputs"].any(axis=1).all()
+          and whole[1]["inputs"].any(axis=1).sum() == 1)
+  for count in (2, 4):
+    parts = [list(_dataset(cfg, tokenizer, "validation", train=False, batch=4, process_index=i,
+                           process_count=count)) for i in range(count)]
+    assert all(b["inputs"].shape == (4 // count, 32) for p in parts for b in p)
+    _assert_blocks_of(parts, whole)
+  texts = [tokenizer.decode(row[row > special_ids.EOS_ID].tolist())
+           for b in whole for row in b["inputs"]]
+  assert texts[:5] == ["first", "second", "third", "fourth", "fifth"] and texts[5:] == ["", "", ""]
 
 
 def test_workers_give_the_same_batches(small_config, tokenizer):
@@ -226,7 +261,8 @@ def test_workers_give_the_same_batches(small_config, tokenizer):
 def test_over_long_examples_are_skipped_and_counted(small_config, tokenizer, tmp_path, caplog):
   (tmp_path / "train.tsv").write_text("short\tok\n" + "long " * 200 + "\tok\nalso short\tfine\n")
   cfg = small_config(source="files", name="", task="seq2seq",
-                     file_pattern=str(tmp_path / "{split}.tsv"), seq_len=32, targets_len=8)
+                     file_pattern=str(tmp_path / "{split}.tsv"), seq_len=32, targets_len=8,
+                     truncate_inputs=False)  # skipped, not cut
   with caplog.at_level(logging.WARNING):
     batches = list(_dataset(cfg, tokenizer, train=False, batch=4))
   assert len(batches) == 1 and (batches[0]["inputs"].any(axis=1)).sum() == 2
@@ -264,6 +300,18 @@ def test_catalog_datasets_under_mock_data(small_config, tokenizer, name, task, t
     base = key.replace("_segmentation", "").replace("_position", "")
     assert value.shape == (4, lengths[base]), key
   assert (batch["targets_segmentation"] > 0).any()
+
+
+@pytest.mark.parametrize("name", ["wmt14_translate/de-en", "wmt_t2t_translate/de-en"])
+def test_catalog_translation_goes_english_to_german(small_config, tokenizer, monkeypatch, name):
+  records = [{"de": b"das ist ein Haus", "en": b"this is a house"},
+             {"de": b"der Hund", "en": b"the dog"}]
+  monkeypatch.setattr(catalog, "catalog_source", lambda *args: records)
+  cfg = small_config(source="tfds", name=name, task="seq2seq", seq_len=48, targets_len=16)
+  batch = next(_dataset(cfg, tokenizer, "validation", train=False, batch=2))
+  text = lambda row: tokenizer.decode(row[row > special_ids.EOS_ID].tolist())  # noqa: E731
+  assert [text(row) for row in batch["inputs"]] == ["this is a house", "the dog"]
+  assert [text(row) for row in batch["targets"]] == ["das ist ein Haus", "der Hund"]
 
 
 def test_packing_efficiency_at_256(small_config, tokenizer):

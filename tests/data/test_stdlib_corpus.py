@@ -2,6 +2,8 @@
 preparation."""
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ import pytest
 from transformer.data.builders import stdlib_corpus
 
 PACKAGES = ("json", "email", "http", "urllib")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_find_modules_excludes_tests_and_site_packages():
@@ -23,12 +26,55 @@ def test_find_modules_excludes_tests_and_site_packages():
   assert modules["json"].endswith("json/__init__.py")
 
 
-def test_split_is_stable_and_roughly_80_10_10():
-  modules = [m for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
-  splits = [stdlib_corpus.split_of(m) for m in modules]
-  assert splits == [stdlib_corpus.split_of(m) for m in modules]
+# SHA-256 of the dotted path, first 8 bytes big-endian, mod 10: 0-7 train, 8 validation, 9 test.
+KNOWN_SPLITS = {"os": "validation", "json": "train", "json.decoder": "train", "email": "validation",
+                "ast": "test", "dataclasses": "validation", "asyncio.locks": "test",
+                "http.client": "test", "urllib.parse": "train", "collections": "train"}
+
+
+def test_split_of_known_modules():
+  assert {m: stdlib_corpus.split_of(m) for m in KNOWN_SPLITS} == KNOWN_SPLITS
+
+
+def test_split_does_not_depend_on_the_process_or_its_hash_seed():
+  modules = sorted(KNOWN_SPLITS) + [
+      m for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
+  expected = [stdlib_corpus.split_of(m) for m in modules]
+  script = ("import json, sys; from transformer.data.builders.stdlib_corpus import split_of; "
+            "print(json.dumps([split_of(m) for m in json.load(sys.stdin)]))")
+  for seed in ("0", "12345"):
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(modules), env=env,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == expected, seed
+
+
+def test_split_is_roughly_80_10_10():
+  splits = [stdlib_corpus.split_of(m)
+            for m, _ in stdlib_corpus.find_modules(stdlib_corpus.stdlib_root())]
   assert 0.7 < splits.count("train") / len(splits) < 0.9
   assert splits.count("validation") > 20 and splits.count("test") > 20
+
+
+def test_no_summarize_input_is_in_two_splits():
+  examples = stdlib_corpus.corpus_examples("summarize")
+  inputs = {split: {ex["input"] for ex in examples[split]} for split in stdlib_corpus.SPLITS}
+  assert all(inputs.values())
+  for i, first in enumerate(stdlib_corpus.SPLITS):
+    for second in stdlib_corpus.SPLITS[i + 1:]:
+      assert not inputs[first] & inputs[second], (
+          first, second, sorted(inputs[first] & inputs[second])[:3])
+
+
+def test_an_input_copied_into_a_later_split_stays_in_the_first():
+  copied = stdlib_corpus.Summary("wave", "_Chunk.read", "def read(self): pass",
+                                 "Read at most size bytes.")
+  original = stdlib_corpus.Summary("chunk", "Chunk.read", "def read(self): pass",
+                                   "Read at most size bytes.")
+  other = stdlib_corpus.Summary("wave", "open", "def open(f): pass", "Open a wave file.")
+  kept = stdlib_corpus.without_earlier_inputs({"train": [original], "validation": [copied, other],
+                                               "test": [copied]})
+  assert kept == {"train": [original], "validation": [other], "test": []}
 
 
 @pytest.mark.parametrize("docstring,expected", [
@@ -91,25 +137,31 @@ def _summary(module, name, target):
   return stdlib_corpus.Summary(module, name, f"def {name}(): pass", target)
 
 
-def test_pair_preferences_nearest_name_same_module_first():
-  summaries = [
-      _summary("a", "alpha", "Alpha does things."), _summary("a", "beta", "Beta does things."),
-      _summary("a", "gamma", "Beta does things."),  # same summary as beta: never its negative
-      _summary("b", "solo", "Solo does things."),  # alone in its module: nearest name in the split
-  ]
+def test_pair_preferences_draws_distinct_summaries_of_other_modules():
+  summaries = [_summary("a", f"f{i}", f"A function number {i}.") for i in range(12)]
+  summaries += [_summary("b", "beta", "Beta does things."),
+                _summary("b", "twin", "beta does things. "),  # the same summary as beta's
+                _summary("c", "solo", "Solo does things.")]
   pairs = {p["name"]: p for p in stdlib_corpus.pair_preferences(summaries)}
-  assert pairs["alpha"]["rejected"] == "Beta does things."
-  assert pairs["beta"]["rejected"] == "Alpha does things."
-  assert pairs["gamma"]["rejected"] == "Alpha does things."
-  assert pairs["solo"]["rejected"] == "Beta does things."  # nearest (module, name): a.gamma
-  assert pairs["alpha"]["rejected_2"] == "Solo does things."  # then the split's nearest
-  assert pairs["alpha"]["rejected_3"] == ""  # no more distinct summaries
-  for p in pairs.values():  # all distinct from chosen and each other
-    texts = [p["chosen"], p["rejected"]] + [p[f"rejected_{k}"] for k in range(2, 8)]
-    texts = [t for t in texts if t]
-    assert len(texts) == len(set(texts))
-  assert (stdlib_corpus.pair_preferences(list(reversed(summaries)))
-          == stdlib_corpus.pair_preferences(summaries))
+  assert len(pairs) == len(summaries)
+  own_module = {s.name: s.module for s in summaries}
+  by_target = {s.target: s.module for s in summaries}
+  for name, p in pairs.items():
+    texts = [t for t in _rejected(p) if t]
+    assert all(by_target[t] != own_module[name] for t in texts)  # never its own module
+    keys = [t.strip().lower() for t in [p["chosen"], *texts]]
+    assert len(keys) == len(set(keys))  # distinct from chosen and each other
+  # a's functions can draw only from b and c, whose 3 summaries are 2 distinct ones
+  for i in range(12):
+    texts = [t for t in _rejected(pairs[f"f{i}"]) if t]
+    assert len(texts) == 2 and "Solo does things." in texts
+  assert all(_rejected(pairs["solo"]))  # c's function draws 7 of the 13 distinct others
+  assert ([_rejected(p) for p in stdlib_corpus.pair_preferences(list(reversed(summaries)))]
+          == [_rejected(p) for p in stdlib_corpus.pair_preferences(summaries)])
+
+
+def _rejected(pair):
+  return [pair["rejected"]] + [pair[f"rejected_{k}"] for k in range(2, 8)]
 
 
 def _read(config_name, data_dir):
@@ -133,6 +185,62 @@ def test_prepared_subset_splits_disjoint_and_consistent(tmp_path):
       assert all(ex["chosen"] != ex["rejected"] for s in data for ex in data[s])
   for split in stdlib_corpus.SPLITS:
     assert modules["preferences"][split] <= modules["summarize"][split] <= modules["text"][split]
+
+
+def fake_module(name: str) -> str:
+  """A module with two documented functions of distinct summaries."""
+  stem = name.replace(".", "_")
+  return (f'def {stem}_first(x):\n    """Return the first value of {name}."""\n    return x\n\n\n'
+          f'def {stem}_second(x):\n'
+          f'    """Compute the second value of {name}."""\n    return x + 1\n')
+
+
+def write_fake_stdlib(root) -> dict[str, list[str]]:
+  """A small standard library under `root` with every kind of file discovery skips; returns the
+  modules that must be found, by split (split_of: alpha, alpha.beta, latin train; lam, mu
+  validation; alpha.gamma, delta test)."""
+  files = {
+      "alpha/__init__.py": fake_module("alpha"), "alpha/beta.py": fake_module("alpha.beta"),
+      "alpha/gamma.py": fake_module("alpha.gamma"), "delta.py": fake_module("delta"),
+      "lam.py": fake_module("lam"), "mu.py": fake_module("mu"),
+      "broken.py": "def broken(:\n",  # does not parse: skipped with a warning
+      "alpha/test_beta.py": fake_module("test_beta"),
+      "alpha/tests/helper.py": fake_module("helper"),
+      "idlelib/idle_test/htest.py": fake_module("htest"),
+      "site-packages/omega.py": fake_module("omega"),
+      "config-3.11-x86_64-linux-gnu/pi.py": fake_module("pi"),
+      "alpha/__pycache__/rho.py": fake_module("rho"),
+      "not-a-module.py": fake_module("sigma"),
+  }
+  for name, text in files.items():
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(text)
+  latin = ('# -*- coding: latin-1 -*-\ndef name():\n'
+           '    """Return the caf\xe9 name here."""\n    return 1\n')
+  (root / "latin.py").write_bytes(latin.encode("latin-1") + fake_module("latin").encode())
+  return {"train": ["alpha", "alpha.beta", "latin"], "validation": ["lam", "mu"],
+          "test": ["alpha.gamma", "delta"]}
+
+
+def test_full_build_over_a_small_fake_standard_library(tmp_path, monkeypatch, capsys):
+  """What `python -m transformer.data.builders` does (all configs, all modules), on 8 files."""
+  modules = write_fake_stdlib(tmp_path / "lib")
+  monkeypatch.setattr(stdlib_corpus, "stdlib_root", lambda: str(tmp_path / "lib"))
+  assert [m for m, _ in stdlib_corpus.find_modules(str(tmp_path / "lib"))] == sorted(
+      [m for names in modules.values() for m in names] + ["broken"])
+  assert {m: stdlib_corpus.split_of(m) for names in modules.values() for m in names} == {
+      m: split for split, names in modules.items() for m in names}
+  monkeypatch.setattr(sys, "argv", ["builders", f"--data_dir={tmp_path / 'tfds'}"])
+  stdlib_corpus.main()
+  report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert report["python_version"] == platform.python_version()
+  summaries = {"train": 7, "validation": 4, "test": 4}  # 2 per module, latin.py 3
+  assert report["counts"] == {"text": {split: len(names) for split, names in modules.items()},
+                              "summarize": summaries, "preferences": summaries}
+  builder = stdlib_corpus.prepare("summarize", str(tmp_path / "tfds"))
+  targets = {ex["target"].decode() for ex in builder.as_data_source("train")}
+  assert ("Return the café name here." in targets
+          and "Return the first value of alpha.beta." in targets)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Sampling: top-k = 1 is greedy, top-p against a numpy reference, seeds reproduce samples."""
+"""Sampling: top-k = 1 is greedy, top-p against a numpy reference, seeds reproduce samples, and the
+draws follow softmax(logits / temperature) after the filters (chi-square over 20,000 draws)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,9 @@ import pytest
 
 from tests.decoding.conftest import init_params, tiny_config
 from transformer.decoding import generate
-from transformer.decoding.sampling import top_k_filter, top_p_filter
+from transformer.decoding.sampling import sampler, top_k_filter, top_p_filter
+from transformer.models.registry import build_model
+from transformer.special_ids import PAD_ID
 
 PROMPTS = jnp.array([[5, 6, 7, 8, 9], [10, 11, 0, 0, 0]], jnp.int32)
 
@@ -60,3 +63,72 @@ def test_same_seed_same_samples(model):
   first = sample(7)
   np.testing.assert_array_equal(sample(7), first)
   assert any(not np.array_equal(sample(seed), first) for seed in (8, 9))
+
+
+# chi-square critical values at p = 0.001 by degrees of freedom (scipy.stats.chi2.ppf(0.999, df)).
+CHI2_CRITICAL = {1: 10.828, 2: 13.816, 5: 20.515, 38: 70.703}
+
+
+def chi_square(samples: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
+  """(Pearson's statistic of the sample counts against probabilities `expected`, degrees of
+  freedom).
+
+  Tokens of probability 0 must never be drawn; they add no degree of freedom."""
+  counts = np.bincount(np.asarray(samples), minlength=len(expected))
+  support = expected > 0
+  assert counts[~support].sum() == 0, "drew a token of probability 0"
+  n = counts.sum()
+  statistic = float(np.sum((counts[support] - n * expected[support]) ** 2
+                           / (n * expected[support])))
+  return statistic, int(support.sum()) - 1
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+  e = np.exp(x - np.max(x[np.isfinite(x)]))
+  return e / e.sum()
+
+
+PROBS = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+DRAWS = 20_000
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, kept", [
+    (1.0, 0, 1.0, 6), (0.5, 0, 1.0, 6), (2.0, 0, 1.0, 6),
+    (1.0, 3, 1.0, 3),  # the 3 most likely tokens, renormalized
+    (2.0, 0, 0.6, 3),  # the nucleus at temperature 2: tempered 0.28 + 0.22 + 0.17 >= 0.6
+])
+def test_sampler_draws_from_the_tempered_filtered_distribution(temperature, top_k, top_p, kept):
+  log_probs = jnp.asarray(np.broadcast_to(np.log(PROBS), (DRAWS, len(PROBS))), jnp.float32)
+  draws = np.asarray(sampler(temperature, top_k, top_p)(log_probs, jax.random.key(0)))
+  tempered = softmax(np.log(PROBS) / temperature)
+  order = np.argsort(-tempered)
+  expected = np.zeros_like(tempered)
+  if top_p < 1.0:  # the smallest most-likely set whose tempered probability reaches top_p
+    kept_count = int(np.searchsorted(np.cumsum(tempered[order]), top_p) + 1)
+  else:
+    kept_count = top_k or len(PROBS)
+  assert kept_count == kept
+  expected[order[:kept_count]] = tempered[order[:kept_count]]
+  expected /= expected.sum()
+  statistic, dof = chi_square(draws, expected)
+  assert statistic < CHI2_CRITICAL[dof], (statistic, dof)
+  if kept_count == len(PROBS) and temperature != 1.0:  # the untempered distribution is rejected
+    assert chi_square(draws, PROBS)[0] > 10 * CHI2_CRITICAL[dof]
+
+
+def test_generate_samples_the_models_next_token_distribution_at_the_temperature():
+  config = tiny_config("decoder_only")
+  params = init_params(config, seed=1, scale=3.0)  # peaked logits: temperatures differ visibly
+  prompt = [5, 6, 7]
+  logits = build_model(config.eval()).apply({"params": params},
+                                            jnp.array([prompt + [4]]))[0, len(prompt)]
+  logits = np.asarray(logits, np.float64)
+  logits[PAD_ID] = -np.inf  # generation never emits PAD
+  prompts = jnp.asarray(np.tile(prompt, (DRAWS, 1)), jnp.int32)
+  for temperature in (0.7, 1.5):
+    first = np.asarray(generate(config, params, prompts, method="sample", temperature=temperature,
+                                max_new_tokens=1, rng=jax.random.key(11)))[:, 0]
+    statistic, dof = chi_square(first, softmax(logits / temperature))
+    assert statistic < CHI2_CRITICAL[dof], (temperature, statistic)
+    other = 1.5 if temperature == 0.7 else 0.7
+    assert chi_square(first, softmax(logits / other))[0] > 10 * CHI2_CRITICAL[dof]

@@ -144,6 +144,16 @@ def test_dropout_only_in_training(architecture):
   a, b = (train.apply({"params": params}, targets, rngs={"dropout": jax.random.PRNGKey(s)})
           for s in (0, 1))
   assert np.abs(a - b).max() > 1e-6
+  # The eval variant drops nothing: any dropout key (or none) gives the one deterministic output,
+  # which is the training model's output with its dropout rate at 0.
+  evaluated = build_model(cfg.eval())
+  outputs = [evaluated.apply({"params": params}, targets, rngs={"dropout": jax.random.PRNGKey(s)})
+             for s in (0, 1)] + [evaluated.apply({"params": params}, targets)]
+  undropped = build_model(dataclasses.replace(cfg, dropout_rate=0.0).train()).apply(
+      {"params": params}, targets, rngs={"dropout": jax.random.PRNGKey(0)})
+  for output in outputs:
+    np.testing.assert_array_equal(output, outputs[-1])
+    np.testing.assert_allclose(output, undropped, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

@@ -1,5 +1,5 @@
 """Tiny run configs (the experiments' own tiny variants) on a slice of the embedded corpus,
-prepared once per test session."""
+prepared once per test session (in tests/conftest.py's `data_dir`)."""
 
 import hashlib
 import importlib.util
@@ -12,16 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> str:
-  """A TFDS data dir shared by the session (the corpus slice is prepared on first use)."""
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory) -> str:
-  """Where trained tokenizers are cached per data config (tokenizer training is the slow part)."""
-  return str(tmp_path_factory.mktemp("tokenizers"))
+# The session fixtures `data_dir` and `tokenizer_dir` are tests/conftest.py's.
 
 
 def load_experiment(name: str, arg: str | None = None) -> ml_collections.ConfigDict:

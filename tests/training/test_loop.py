@@ -1,11 +1,13 @@
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from transformer.training import checkpoints, writer
 from transformer.training.config import ConfigError
 from transformer.training.loop import dry_run, run
+from transformer.training.optim import make_optimizer
 
 
 def run_logged(config, workdir):
@@ -23,6 +25,11 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   straight = workdir_for(config, "straight")
   result, log = run_logged(config, straight)
   assert "starting from scratch" in log and "sample 1" in log and "step 4/4" in log
+  assert log.startswith("config (* = differs") and "  data: source='stdlib'" in log
+  assert "compiling the train step ...\ncompiling the train step: done in " in log
+  assert "| grad norm " in log
+  records = [r for r in writer.read_jsonl(straight) if r["split"] == "train"]
+  assert all(r["grad_norm"] > 0 for r in records)
   assert {"loss", "accuracy", "perplexity"} <= set(result)
   files = set(os.listdir(straight))
   assert {"config.json", "spm.model", "metrics.jsonl", "curves.png", "tensorboard",
@@ -42,8 +49,11 @@ def test_run_writes_outputs_and_resume_continues_exactly(tiny_config, workdir_fo
   assert sorted(resumed) == [1, 2, 3, 4]
   np.testing.assert_allclose([resumed[3], resumed[4]], [expected[3], expected[4]], rtol=1e-6)
 
-  _, log = run_logged(config, interrupted)
-  assert "resuming from the workdir's checkpoint at step 4" in log and "nothing to train" in log
+  final, log = run_logged(config, interrupted)
+  assert "already at step 4 of 4" in log and "nothing to train" in log
+  assert "eval at" not in log and "sample 1" not in log and "sacreBLEU" not in log  # stops at once
+  assert final == {k: v for k, v in writer.read_jsonl(interrupted)[-1].items()
+                   if k not in ("step", "split")}  # the last eval of the run
   assert sorted(train_losses(interrupted)) == [1, 2, 3, 4]  # no retraining
 
 
@@ -67,8 +77,8 @@ def test_init_from_restores_matching_params_and_reports_fresh_ones(tiny_config, 
   finetune.model.tie_output_embedding = False  # a new output head, initialised fresh
   finetune.init_from = pretrained
   finetune.num_train_steps = 1
-  # params stay put
-  finetune.optimizer.update(schedule="constant", learning_rate=0.0, warmup_steps=0)
+  # The warmup's first rate is 0: the one update leaves the params put.
+  finetune.optimizer.update(schedule="constant", learning_rate=1e-3, warmup_steps=10)
   finetuned = os.path.join(os.path.dirname(pretrained), "finetune")
   _, log = run_logged(finetune, finetuned)
   assert f"initialising from init_from={pretrained}" in log
@@ -92,3 +102,38 @@ def test_dry_run_prints_params_and_compiles(tiny_config):
   assert overview_end == f"params: {report['params']:,} ({report['params'] / 1e6:.2f}M)"
   assert any("decoder/layer_0/cross_attention" in line for line in lines)
   assert report["flops_per_step"] > 0
+
+
+def test_quiet_phases_are_announced_with_their_durations(tiny_config, tmp_path):
+  config = tiny_config("seq2seq")
+  config.data.data_dir = str(tmp_path / "tfds")  # nothing prepared: the corpus is built here
+  config.update(num_train_steps=1, bleu_eval_batches=0, num_samples=0)
+  _, log = run_logged(config, str(tmp_path / "run"))
+  for what in ("building the corpus (stdlib_corpus/summarize)",
+               "training the tokenizer (400 pieces)",
+               "compiling the eval step and evaluating at step 0 (validation)",
+               "compiling the train step"):
+    assert f"{what} ...\n" in log and f"\n{what}: done in " in log, what
+
+
+def test_train_log_has_the_label_smoothed_loss_and_the_applied_learning_rate(tiny_config,
+                                                                             workdir_for):
+  config = tiny_config("lm")
+  config.update(label_smoothing=0.1, num_train_steps=3, eval_every_steps=100, num_samples=0)
+  workdir = workdir_for(config)
+  run(config, workdir, print_fn=lambda line: None)
+  train = [r for r in writer.read_jsonl(workdir) if r["split"] == "train"]
+  assert [r["step"] for r in train] == [1, 2, 3]
+  # label_smoothing reaches the train loss: the smoothed loss is not the plain NLL (equal at ε = 0).
+  for record in train:
+    assert abs(record["loss"] - record["nll"]) > 1e-3, record
+  # The logged rate of step k is the rate of the k-th update: with a constant unit gradient, Adam's
+  # update is exactly -rate (m̂ / sqrt(v̂) = 1), so the run's own optimizer shows what it applied.
+  tx, _ = make_optimizer(config.optimizer, config.model.d_model, config.num_train_steps)
+  params = {"w": jnp.zeros(())}
+  state, applied = tx.init(params), []
+  for _ in train:
+    update, state = tx.update({"w": jnp.ones(())}, state, params)
+    applied.append(-float(update["w"]))
+  assert len(set(np.round(applied, 6))) == 3  # warmup 2 then decay: three different rates
+  np.testing.assert_allclose([r["learning_rate"] for r in train], applied, rtol=1e-5)

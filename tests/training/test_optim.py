@@ -1,21 +1,30 @@
 import math
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 
 from transformer.training.config import default_config
-from transformer.training.optim import make_optimizer, make_schedule, paper_schedule
+from transformer.training.optim import make_optimizer, make_schedule
 
 
-def test_paper_schedule_matches_hand_computation():
-  schedule = paper_schedule(d_model=512, warmup_steps=4000)
-  for count in (0, 1, 999, 3999, 4000, 99_999):
-    step = count + 1  # the paper's step_num starts at 1
-    expected = 512 ** -0.5 * min(step ** -0.5, step * 4000 ** -1.5)
-    assert math.isclose(float(schedule(count)), expected, rel_tol=1e-5)
-  # Peak at the end of warmup: d_model^-0.5 * warmup^-0.5.
-  assert math.isclose(float(schedule(3999)), (512 * 4000) ** -0.5, rel_tol=1e-5)
+def paper_optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  """The default optimizer section (Adam 0.9 / 0.98 / 1e-9, paper schedule) with overrides."""
+  opt = default_config().optimizer
+  opt.update(**overrides)
+  return opt
+
+
+def test_paper_schedule_literal_values():
+  # d_model 512, warmup 4000: d^-0.5 · min(s^-0.5, s · w^-1.5) with s = count + 1, worked out by
+  # hand.
+  expected = {0: 1.7469e-7, 3999: 6.9877e-4, 99_999: 1.3975e-4}
+  for multiplier in (1.0, 2.0):
+    schedule = make_schedule(paper_optimizer_config(learning_rate=multiplier, warmup_steps=4000),
+                             d_model=512, num_train_steps=100_000)
+    for count, rate in expected.items():
+      assert math.isclose(float(schedule(count)), multiplier * rate, rel_tol=1e-4), (
+          multiplier, count)
 
 
 def test_cosine_warms_up_then_decays_to_the_end_fraction():
@@ -26,22 +35,73 @@ def test_cosine_warms_up_then_decays_to_the_end_fraction():
   assert math.isclose(float(schedule(10)), 1e-3, rel_tol=1e-5)
   assert math.isclose(float(schedule(100)), 1e-4, rel_tol=1e-4)
   assert float(schedule(50)) < float(schedule(20))
+  np.testing.assert_allclose([float(schedule(c)) for c in (1, 5, 9)], [1e-4, 5e-4, 9e-4], rtol=1e-5)
 
 
-def test_adam_uses_the_papers_betas_and_clipping_bounds_the_update():
-  opt = default_config().optimizer
-  opt.update(schedule="constant", learning_rate=1.0, warmup_steps=0, grad_clip_norm=1.0)
+def test_constant_schedule_warms_up_linearly_then_stays():
+  opt = paper_optimizer_config(schedule="constant", learning_rate=1e-3, warmup_steps=4)
+  schedule = make_schedule(opt, d_model=64, num_train_steps=100)
+  np.testing.assert_allclose([float(schedule(c)) for c in (0, 1, 2, 3, 4, 50)],
+                             [0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3], rtol=1e-6)
+  opt.warmup_steps = 0
+  assert float(make_schedule(opt, d_model=64, num_train_steps=100)(0)) == 1e-3
+
+
+def hand_adam(gradients, lr, b1, b2, eps):
+  """The updates of Adam (Kingma & Ba, Algorithm 1) for a list of gradients, in float64."""
+  m = v = 0.0
+  updates = []
+  for t, g in enumerate(gradients, start=1):
+    g = np.asarray(g, np.float64)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    updates.append(-lr * m_hat / (np.sqrt(v_hat) + eps))
+  return updates
+
+
+def optimizer_updates(opt, gradients):
+  """make_optimizer's updates for a sequence of gradients of one parameter vector."""
   tx, _ = make_optimizer(opt, d_model=64, num_train_steps=10)
-  params = {"w": jnp.zeros(3)}
-  grads = {"w": jnp.array([300.0, 400.0, 0.0])}
-  state = tx.init(params)
-  updates, _ = tx.update(grads, state, params)
-  # First Adam step: m/(sqrt(v)+eps) = g/|g| elementwise whatever the clipping; check via an
-  # explicit chain.
-  reference = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adam(1.0, b1=0.9, b2=0.98, eps=1e-9))
-  expected, _ = reference.update(grads, reference.init(params), params)
-  np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+  params = {"w": jnp.zeros(len(gradients[0]))}
+  state, updates = tx.init(params), []
+  for g in gradients:
+    update, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+    updates.append(np.asarray(update["w"]))
+  return updates
+
+
+# Two steps whose gradients differ in direction and size, so that β1 and β2 both move the
+# second update; the last coordinate (|g| ~ 1e-9) is where ε = 1e-9 halves the update.
+GRADIENTS = [[3.0, -4.0, 0.5, 1e-9], [-1.0, 2.0, 0.5, 1e-9]]
+
+
+def test_adam_two_steps_match_a_hand_written_adam_with_the_papers_betas_and_eps():
+  opt = paper_optimizer_config(schedule="constant", learning_rate=1.0, warmup_steps=0)
+  assert (opt.b1, opt.b2, opt.eps, opt.grad_clip_norm) == (0.9, 0.98, 1e-9, 0.0)
+  updates = optimizer_updates(opt, GRADIENTS)
+  expected = hand_adam(GRADIENTS, lr=1.0, b1=0.9, b2=0.98, eps=1e-9)
+  for got, want in zip(updates, expected):
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(updates[0][3], -0.5, rtol=1e-5)  # g / (|g| + ε) with |g| = ε
+  # The second step is where the betas show: other betas move it far beyond the tolerance.
+  for b1, b2 in ((0.0, 0.5), (0.9, 0.999), (0.8, 0.98)):
+    other = hand_adam(GRADIENTS, lr=1.0, b1=b1, b2=b2, eps=1e-9)[1]
+    assert np.abs(other[:3] - expected[1][:3]).max() > 1e-3, (b1, b2)
+
+
+def test_clipping_bounds_the_gradient_that_enters_the_first_moment():
+  opt = paper_optimizer_config(schedule="constant", learning_rate=1.0, warmup_steps=0,
+                               grad_clip_norm=1.0)
+  gradients = [[300.0, -400.0, 0.0], [0.3, 0.4, 0.0]]  # norm 500 (clipped to 1), then 0.5 (kept)
+  updates = optimizer_updates(opt, gradients)
+  clipped = [[0.6, -0.8, 0.0], [0.3, 0.4, 0.0]]
+  expected = hand_adam(clipped, lr=1.0, b1=0.9, b2=0.98, eps=1e-9)
+  for got, want in zip(updates, expected):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  # Unclipped, the first gradient dominates the moments and the second update is another one.
+  unclipped = hand_adam(gradients, lr=1.0, b1=0.9, b2=0.98, eps=1e-9)[1]
+  assert np.abs(unclipped - expected[1]).max() > 0.1
 
 
 def test_adamw_decays_weights():

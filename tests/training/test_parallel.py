@@ -8,8 +8,10 @@ device count is fixed when jax starts); the two-process check starts two `transf
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import ml_collections
@@ -179,24 +181,36 @@ def two_process_config(tiny_config) -> ml_collections.ConfigDict:
   return config
 
 
-def train_two_processes(config_path: str, workdir: str, steps: int) -> list[str]:
-  """Runs `transformer.train --distributed` as processes 0 and 1; returns their outputs."""
+def start_processes(config_path: str, workdir: str, extra_args: list[list[str]]
+                    ) -> list[subprocess.Popen]:
+  """`transformer.train --distributed` as processes 0, 1, ... (one per entry of `extra_args`,
+  that process's own extra flags), joined over 127.0.0.1."""
   port = portpicker.pick_unused_port()
   procs = []
+  for index, extra in enumerate(extra_args):
+    env = subprocess_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                         JAX_NUM_PROCESSES=str(len(extra_args)), JAX_PROCESS_ID=str(index))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "transformer.train", f"--config={config_path}",
+         f"--workdir={workdir}", "--distributed", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+def kill_all(procs: list[subprocess.Popen]) -> None:
+  for proc in procs:  # no orphans on failure or timeout
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+def train_two_processes(config_path: str, workdir: str, steps: int) -> list[str]:
+  """Runs `transformer.train --distributed` as processes 0 and 1; returns their outputs."""
+  procs = start_processes(config_path, workdir, [[f"--config.num_train_steps={steps}"]] * 2)
   try:
-    for index in range(2):
-      env = subprocess_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                           JAX_PROCESS_ID=str(index))
-      procs.append(subprocess.Popen(
-          [sys.executable, "-m", "transformer.train", f"--config={config_path}",
-           f"--workdir={workdir}", "--distributed", f"--config.num_train_steps={steps}"],
-          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
   finally:
-    for proc in procs:  # no orphans on failure or timeout
-      if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    kill_all(procs)
   for proc, output in zip(procs, outputs):
     assert proc.returncode == 0, output[-4000:]
   return outputs
@@ -238,6 +252,81 @@ def test_two_processes_match_one_process_and_resume(tiny_config, workdir_for, tm
     # Params drift apart by float rounding over 7 Adam steps; a scale error is a factor >= 2.
     tolerance = TOLERANCE if name == "loss" else GRAD_NORM_TOLERANCE
     assert difference < tolerance, (name, got, want)
+
+
+def test_two_processes_start_from_a_one_process_run(tiny_config, workdir_for, tmp_path):
+  from transformer.training.loop import run
+  pretrain = tiny_config("lm")
+  pretrain.update(num_train_steps=2, num_samples=0)
+  pretrained = workdir_for(pretrain, "one_process")
+  run(pretrain, pretrained, print_fn=lambda line: None)  # params on one device
+
+  config = two_process_config(tiny_config)  # params split over both processes' devices
+  config.update(stage="finetune", init_from=pretrained, num_samples=0,
+                checkpoint_every_steps=2, eval_every_steps=2)
+  config_path = tmp_path / "config.json"
+  config_path.write_text(config.to_json())
+  experiment = os.path.join(ROOT, "tests", "training", "json_experiment.py")
+  outputs = train_two_processes(f"{experiment}:{config_path}", str(tmp_path / "finetune"), steps=2)
+  for output in outputs:
+    assert f"initialising from init_from={pretrained} (step 2): restored" in output, output[-3000:]
+    assert "step 2/2" in output
+
+
+def test_a_failing_process_ends_the_others_with_its_message(tiny_config, workdir_for, tmp_path):
+  config = two_process_config(tiny_config)
+  config_path = tmp_path / "config.json"
+  config_path.write_text(config.to_json())
+  experiment = os.path.join(ROOT, "tests", "training", "json_experiment.py")
+  missing = str(tmp_path / "no_such_run")
+  # Process 1 alone is given a bad init_from: it fails while process 0 goes on and waits for it.
+  procs = start_processes(f"{experiment}:{config_path}", workdir_for(config),
+                          [[], [f"--config.init_from={missing}"]])
+  ended = [None, None]
+  try:
+    deadline = time.monotonic() + 240
+    while None in ended and time.monotonic() < deadline:
+      for index, proc in enumerate(procs):
+        if ended[index] is None and proc.poll() is not None:
+          ended[index] = time.monotonic()
+      time.sleep(0.1)
+    outputs = [proc.communicate(timeout=10)[0] for proc in procs]
+  finally:
+    kill_all(procs)
+  message = f"config.init_from={missing!r} is not a training workdir (no config.json)"
+  assert procs[1].returncode == 2 and f"error: {message}" in outputs[1], outputs[1][-3000:]
+  assert procs[0].returncode == 1, outputs[0][-3000:]
+  assert f"error: process 1 failed: {message}" in outputs[0], outputs[0][-3000:]
+  assert "Traceback" not in outputs[0] + outputs[1]
+  print(f"process 0 ended {ended[0] - ended[1]:.1f} s after process 1")
+  assert ended[0] - ended[1] < 30
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tiny_config, workdir_for, tmp_path):
+  config = two_process_config(tiny_config)
+  config.update(num_train_steps=200, log_every_steps=1, eval_every_steps=200,
+                checkpoint_every_steps=100, num_samples=0, stop_check_every_steps=5)
+  workdir = workdir_for(config)
+  config_path = tmp_path / "config.json"
+  config_path.write_text(config.to_json())
+  experiment = os.path.join(ROOT, "tests", "training", "json_experiment.py")
+  procs = start_processes(f"{experiment}:{config_path}", workdir, [[], []])
+  try:
+    deadline = time.monotonic() + 240
+    while not any(r["step"] >= 3 for r in writer.read_jsonl(workdir)):
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # process 0 gets nothing: they agree at a step
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+  finally:
+    kill_all(procs)
+  stops = [[line for line in output.splitlines() if line.startswith("stopped by SIGTERM")]
+           for output in outputs]
+  assert [p.returncode for p in procs] == [0, 0], outputs[1][-3000:]
+  assert len(stops[0]) == 1 and stops[0] == stops[1], stops  # the same step on both
+  step = int(stops[0][0].split(" at step ")[1].split(":")[0])
+  assert step % 5 == 0 and os.listdir(os.path.join(workdir, "checkpoints")) == [str(step)]
 
 
 # ------------------------------------------------------------------------------ MFU

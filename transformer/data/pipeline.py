@@ -21,7 +21,10 @@ Batch keys by task (int32 unless noted; segmentation 1.. per packed segment and
 - preference:      chosen, rejected, chosen_weights, rejected_weights (float32); never packed
 Training batches are packed (if `pack`) and endless (shuffled anew each epoch);
 eval batches are padded (segmentation 1 on tokens, positions arange), one pass,
-the last batch filled up with all-padding rows.
+the last batch filled up with all-padding rows. Training records are sharded over
+processes; for eval every process reads the whole split in order and keeps its rows
+of each global batch, so all processes run the same number of eval batches (their
+collectives stay in step) and together see exactly the one-process batches.
 
 Over-long examples (longer than the configured lengths after tokenization and
 EOS; lm documents are cut into chunks and never are) are skipped and counted
@@ -35,6 +38,7 @@ Statistics (packing efficiency) of a config:
 
 
 import functools
+import glob
 import itertools
 import json
 import os
@@ -47,6 +51,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
+from transformer import cli
 from transformer.data import tasks
 from transformer.data import tokenizer as tokenizer_lib
 from transformer.data.builders import catalog, local_files, stdlib_corpus
@@ -59,20 +64,82 @@ from transformer.data.config import (
 )
 
 
+def _stdlib_config(cfg: ml_collections.ConfigDict) -> str | stdlib_corpus.StdlibCorpusConfig:
+  """The embedded corpus's builder config of a data config (a name, or a package slice)."""
+  content = cfg.name.partition("/")[2]
+  packages = tuple(cfg.stdlib_packages)
+  return content if not packages else stdlib_corpus.StdlibCorpusConfig(
+      name=f"{content}_{'_'.join(sorted(packages))}", content=content, packages=packages,
+      description=f"{content} of the packages {packages}")
+
+
+def source_is_prepared(cfg: ml_collections.ConfigDict) -> bool:
+  """False only for an embedded corpus not yet built in `data_dir` (`prepare_source` builds it);
+  the other sources are read as they are."""
+  if cfg.source != "stdlib":
+    return True
+  return stdlib_corpus.StdlibCorpus(config=_stdlib_config(cfg), data_dir=cfg.data_dir or None,
+                                    file_format="array_record").is_prepared()
+
+
+def prepare_source(cfg: ml_collections.ConfigDict) -> None:
+  """Builds the embedded corpus of `cfg` in its `data_dir` if needed (what `open_source` does on
+  first use), so that the caller can time it."""
+  if cfg.source == "stdlib":
+    stdlib_corpus.prepare(_stdlib_config(cfg), cfg.data_dir or None)
+
+
 def open_source(cfg: ml_collections.ConfigDict, split: str) -> Sequence[Mapping[str, Any]]:
   """The random-access records of `split` (stdlib corpus prepared on first use)."""
   data_dir = cfg.data_dir or None
   if cfg.source == "stdlib":
-    content = cfg.name.partition("/")[2]
-    packages = tuple(cfg.stdlib_packages)
-    config = content if not packages else stdlib_corpus.StdlibCorpusConfig(
-        name=f"{content}_{'_'.join(sorted(packages))}", content=content, packages=packages,
-        description=f"{content} of the packages {packages}")
-    return stdlib_corpus.prepare(config, data_dir).as_data_source(split)
+    return stdlib_corpus.prepare(_stdlib_config(cfg), data_dir).as_data_source(split)
   if cfg.source == "tfds":
     return catalog.catalog_source(cfg.name, split, data_dir)
   return local_files.read_records(cfg.file_pattern.replace("{split}", split),
                                   tasks.get_task(cfg.task).kind)
+
+
+def check_data(cfg: ml_collections.ConfigDict, splits: Mapping[str, str], prefix: str = "") -> None:
+  """ValueError (one line, naming the field) unless the data of each split can be read: done
+  before a tokenizer trains or anything compiles.
+
+  Checks the data config, that `data_dir` can be a directory (written: the stdlib corpus is
+  prepared there), that each split exists (stdlib: its splits; files: a file matches; TFDS:
+  prepared) and holds examples (files: not all empty; the rows parse).
+
+  Args:
+    cfg: the data config.
+    splits: split name -> where the caller's split comes from, e.g. {'validation':
+      'config.eval_split'}, for the message.
+    prefix: how the caller spells the data section's fields, e.g. 'config.' or '--'.
+  """
+  try:
+    validate_data_config(cfg)
+  except ValueError as e:
+    raise ValueError(f"{prefix}{e}") from None
+  if cfg.data_dir:
+    problem = cli.output_dir_problem(cfg.data_dir)
+    if problem and (cfg.source == "stdlib" or not os.path.isdir(cfg.data_dir)):
+      raise ValueError(f"{prefix}data.data_dir={cfg.data_dir!r} {problem}")
+  for split, origin in splits.items():
+    if cfg.source == "stdlib":
+      if split not in stdlib_corpus.SPLITS:
+        raise ValueError(f"{origin}={split!r}: {cfg.name} has no such split "
+                         f"(its splits: {', '.join(stdlib_corpus.SPLITS)})")
+      continue  # the embedded corpus: every split has examples
+    if cfg.source == "files":
+      pattern = cfg.file_pattern.replace("{split}", split)
+      if not any(os.path.isfile(p) for p in glob.glob(pattern, recursive=True)):
+        raise ValueError(f"{prefix}data.file_pattern: no file of split {split!r} ({origin}) "
+                         f"matches {pattern!r}")
+    try:
+      source = open_source(cfg, split)
+    except ValueError as e:
+      raise ValueError(f"{prefix}data.{e} (split {split!r}: {origin})") from None
+    if len(source) == 0:  # pylint: disable=g-explicit-length-test
+      raise ValueError(f"{prefix}data.name/file_pattern: split {split!r} ({origin}) of "
+                       f"{cfg.name or cfg.file_pattern!r} has no examples")
 
 
 def _text(value: Any) -> str:
@@ -212,6 +279,11 @@ def _fill_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarr
   return out
 
 
+def _process_rows(batch: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+  """Rows start:stop of every array of a global batch: one process's block."""
+  return {key: value[start:stop] for key, value in batch.items()}
+
+
 def make_dataset(
     cfg: ml_collections.ConfigDict,
     split: str,
@@ -228,7 +300,9 @@ def make_dataset(
 
   train=True: records sharded by process, shuffled with `seed` anew each epoch,
   repeated forever, packed if `cfg.pack`. train=False: one pass in order,
-  padded, last batch filled with padding rows.
+  padded, last batch filled with padding rows; every process reads all records
+  and yields rows [i · B/n, (i + 1) · B/n) of each global batch of B rows, so every
+  process yields the same number of batches whatever the over-long filter drops.
   """
   validate_data_config(cfg)
   if global_batch_size <= 0 or global_batch_size % process_count:
@@ -248,9 +322,9 @@ def make_dataset(
     raise ValueError(f"data.name/file_pattern: split {split!r} of "
                      f"{cfg.name or cfg.file_pattern!r} has no examples")
 
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = grain.MapDataset.source(source)
   if train:
-    ds = ds.shuffle(seed=seed).repeat(None)
+    ds = ds[process_index::process_count].shuffle(seed=seed).repeat(None)
   ds = ds.map(_Tokenize(tokenizer, features)).to_iter_dataset()
   ds = _apply_task(ds.seed(seed), cfg)
   ds = ds.filter(_SkipOverlong(lengths, f"{cfg.name or cfg.file_pattern} {split}"))
@@ -262,8 +336,12 @@ def make_dataset(
   else:
     ds = ds.map(functools.partial(
         tasks.pad_example, max_lengths=lengths, with_segmentation=packable))
-  ds = ds.batch(batch_size, drop_remainder=train)
-  ds = ds.map(functools.partial(_fill_rows, rows=batch_size))
+  rows = batch_size if train else global_batch_size
+  ds = ds.batch(rows, drop_remainder=train)
+  ds = ds.map(functools.partial(_fill_rows, rows=rows))
+  if not train:
+    ds = ds.map(functools.partial(_process_rows, start=process_index * batch_size,
+                                  stop=(process_index + 1) * batch_size))
   if cfg.num_workers:
     # grain's workers read absl flags; outside `app.run` use defaults.
     if not flags.FLAGS.is_parsed():
@@ -292,9 +370,16 @@ def packing_stats(batches: Iterator[Mapping[str, np.ndarray]],
 
 
 def main(argv: Sequence[str]) -> None:
-  """Prints packing statistics (JSON) of the --data config on its train split."""
-  del argv
+  """Prints packing statistics (JSON) of the --data config on its train split; bad flags,
+  paths and data are one line on stderr, exit status 2, before the tokenizer trains."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
   cfg = flags.FLAGS.data
+  for name in ("batch_size", "num_batches"):
+    if flags.FLAGS[name].value < 1:
+      raise ValueError(f"--{name} must be >= 1, got {flags.FLAGS[name].value}")
+  cli.check_output_dir(flags.FLAGS.workdir, "--workdir")
+  check_data(cfg, {"train": "the split measured"}, prefix="--")
   tok = load_tokenizer_for(cfg, flags.FLAGS.workdir)
   it = make_dataset(cfg, "train", global_batch_size=flags.FLAGS.batch_size, seed=0, train=True,
                     process_index=0, process_count=1, tokenizer=tok)
@@ -303,7 +388,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_dict("data", default_data_config(),
@@ -312,4 +396,4 @@ if __name__ == "__main__":
                       "Where spm.model is trained on first use and reused.")
   flags.DEFINE_integer("batch_size", 64, "Global batch size.")
   flags.DEFINE_integer("num_batches", 100, "Batches to measure.")
-  app.run(main)
+  cli.run(main)

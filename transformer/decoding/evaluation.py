@@ -1,4 +1,5 @@
-"""Seq2seq evaluation for the train loop: decode a few batches, score with BLEU and exact match."""
+"""Seq2seq evaluation (the train loop, `transformer.evaluate`): decode batches, score BLEU, chrF and
+exact match."""
 
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -6,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from transformer.decoding.generation import generate
-from transformer.decoding.metrics import bleu, exact_match
+from transformer.decoding.metrics import bleu, chrf, exact_match
 from transformer.decoding.prompts import Tokenizer, decode_outputs
 from transformer.models.config import ModelConfig
 
@@ -26,7 +27,8 @@ def evaluate_seq2seq(config: ModelConfig, params: Any, tokenizer: Tokenizer,
     **generate_kwargs: method, beam_size, alpha, max_new_tokens, ... for `decoding.generate`.
 
   Returns:
-    {'bleu': float, 'bleu_signature': str, 'exact_match': float, 'examples': int,
+    {'bleu': float, 'bleu_signature': str, 'chrf': float, 'chrf_signature': str,
+     'exact_match': float, 'examples': int,
      'samples': the first three (input, output, reference) text triples}.
   """
   inputs, hypotheses, references = [], [], []
@@ -37,6 +39,8 @@ def evaluate_seq2seq(config: ModelConfig, params: Any, tokenizer: Tokenizer,
     references += decode_outputs(tokenizer, np.asarray(batch["targets"])[real])
     inputs += decode_outputs(tokenizer, np.asarray(batch["inputs"])[real])
   score, signature = bleu(hypotheses, references)
-  return {"bleu": score, "bleu_signature": signature,
+  chrf_score, chrf_signature = chrf(hypotheses, references)
+  return {"bleu": score, "bleu_signature": signature, "chrf": chrf_score,
+          "chrf_signature": chrf_signature,
           "exact_match": exact_match(hypotheses, references), "examples": len(hypotheses),
           "samples": list(zip(inputs, hypotheses, references))[:3]}

@@ -1,4 +1,4 @@
-"""Text metrics of seq2seq outputs: corpus sacreBLEU and exact match."""
+"""Text metrics of seq2seq outputs: corpus sacreBLEU, chrF and exact match."""
 
 from collections.abc import Sequence
 
@@ -14,6 +14,18 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, s
   """
   _check_lengths(hypotheses, references)
   metric = sacrebleu.BLEU()
+  score = metric.corpus_score(list(hypotheses), [list(references)])
+  return float(score.score), str(metric.get_signature())
+
+
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+  """Corpus chrF with sacreBLEU's defaults (character 6-grams, β = 2, no word n-grams).
+
+  Returns:
+    (score in [0, 100], its sacreBLEU signature, e.g. 'nrefs:1|case:mixed|eff:yes|nc:6|nw:0|...').
+  """
+  _check_lengths(hypotheses, references)
+  metric = sacrebleu.CHRF()
   score = metric.corpus_score(list(hypotheses), [list(references)])
   return float(score.score), str(metric.get_signature())
 

@@ -57,6 +57,7 @@ class Assembly:
     train_step: (state, global batch, rng) -> (state, sums), jit- or pmap-compiled for the
       layout (compiled on first call), donating the old state.
     eval_step: (params, global batch) -> sums, compiled for the layout.
+    init_state: init rng -> the state at step 0, computed into the layout (compiled once).
   """
 
   config: ml_collections.ConfigDict
@@ -71,15 +72,13 @@ class Assembly:
   pure_train_step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]
   train_step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]
   eval_step: Callable[[Any, Batch], Sums]
+  init_state: Callable[[jax.Array], TrainState]
 
   def init(self) -> tuple[TrainState, jax.Array]:
     """(state at step 0, dropout rng) in the layout, both from `config.seed`."""
     init_rng, rng = (parallel.replicate(self.layout, key) for key in
                      np.asarray(jax.random.split(jax.random.PRNGKey(self.config.seed))))
-    state = parallel.init_state(
-        self.layout, lambda key: create_train_state(init_params(self.model, key), self.tx),
-        init_rng)
-    return state, rng
+    return self.init_state(init_rng), rng
 
   def abstract_state(self) -> TrainState:
     """The state's ShapeDtypeStructs (nothing allocated)."""
@@ -119,16 +118,18 @@ class Assembly:
     Args:
       manager: the workdir's checkpoint manager (`checkpoints.make_manager`).
       data_iterator: the train data iterator; moved to the saved position on a resume.
-      print_fn: where the one line saying which case applied goes.
+      print_fn: where the one line saying which case applied goes (and one line per damaged
+        checkpoint set aside on the way: `checkpoints.restore_latest`).
     """
     state, rng = self.init()
-    latest = manager.latest_step()
-    if latest is not None:
-      print_fn(f"resuming from the workdir's checkpoint at step {latest} "
-               f"({os.path.join(str(manager.directory), str(latest))})")
-      state, rng = checkpoints.restore(manager, latest, state, rng, data_iterator)
+    resumed = checkpoints.restore_latest(manager, state, rng, data_iterator, print_fn)
+    if resumed is not None:
+      step, state, rng = resumed
+      print_fn(f"resuming from the workdir's checkpoint at step {step} "
+               f"({os.path.join(str(manager.directory), str(step))})")
     elif self.config.init_from:
-      loaded, step = checkpoints.restore_raw_params(self.config.init_from)
+      loaded, step = checkpoints.restore_raw_params(
+          self.config.init_from, print_fn=print_fn, sharding_for=self._param_sharding(state))
       params, restored, fresh = checkpoints.merge_params(state.params, loaded)
       print_fn(f"initialising from init_from={self.config.init_from} (step {step}): restored "
                f"{len(restored)} params, initialised fresh {len(fresh)}"
@@ -137,6 +138,18 @@ class Assembly:
     else:
       print_fn("starting from scratch (no checkpoint in the workdir, no init_from)")
     return parallel.put_state(self.layout, state), rng
+
+  def _param_sharding(self, state: TrainState) -> Callable[[str, tuple[int, ...]], Any]:
+    """sharding_for(path, shape) of an init_from param: this run's sharding of the param of
+    that path and shape, else replicated (a param this run does not keep)."""
+    shardings = {jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(x.shape), s)
+                 for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(state.params),
+                                         jax.tree.leaves(self.layout.state_sharding.params))}
+
+    def sharding_for(path: str, shape: tuple[int, ...]) -> Any:
+      mine = shardings.get(path)
+      return mine[1] if mine and mine[0] == shape else self.layout.replicated
+    return sharding_for
 
 
 def assemble(config: ml_collections.ConfigDict,
@@ -152,11 +165,13 @@ def assemble(config: ml_collections.ConfigDict,
                                 None if devices is None else list(devices))
   pure_train_step = make_train_step(
       stage.make_loss(model, config.label_smoothing, **stage.options(config)), tx,
-      stage.denominator,
-      grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name)
+      stage.denominator, grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name,
+      skip_nonfinite=config.skip_nonfinite_updates)
   eval_step = make_eval_step(stage.make_loss(eval_model, config.label_smoothing,
                                              **stage.options(config)),
                              axis_name=layout.axis_name)
+  init_state = parallel.jit_init_state(
+      layout, lambda key: create_train_state(init_params(model, key), tx))
   return Assembly(config, cfg, stage, task, model, eval_model, tx, schedule, layout,
                   pure_train_step, parallel.jit_train_step(layout, pure_train_step),
-                  parallel.jit_eval_step(layout, eval_step))
+                  parallel.jit_eval_step(layout, eval_step), init_state)

@@ -11,32 +11,56 @@ Workdir layout:
       config/              the run config again (JSON), so a checkpoint stands alone
       metrics/             the eval metrics of that step, when it had an eval
 
+      checksums.json       size and sha256 of every file above (`integrity.py`)
+  checkpoints_set_aside/   damaged steps moved out of the way: <step>-<reason>/ (never deleted)
+
 Saves are atomic: Orbax writes into a temporary directory and renames it to
 `checkpoints/<step>` only once complete, so a run that dies mid-save leaves the last good
-checkpoint untouched (and an unfinished temporary directory is never read as a step).
-The latest `keep_checkpoints` steps are kept, plus the best by `best_metric`.
+checkpoint untouched (and an unfinished temporary directory is never read as a step). The
+checksums are written into that temporary directory just before the rename. Every save goes
+through Orbax's async checkpointer; a synchronous save (`async_checkpoints=False`) waits for
+it. The latest `keep_checkpoints` steps are kept, plus the best by `best_metric`; the loop
+never saves a non-finite state, so the kept ones are finite.
+
+Every loader (the resume, `init_from`, `generate`) takes the latest step that passes
+`integrity.verify`: a damaged later step is reported in one line and set aside (left in
+place, if another live run holds the workdir's lock), and a restored state with non-finite
+values is set aside the same way; then the previous step is tried.
 """
 
 import json
+import math
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from grain import python as grain
+from jax.experimental import multihost_utils
 
 from transformer.models.config import ModelConfig
+from transformer.training import integrity, lock
 from transformer.training.config import ConfigError, model_config
 from transformer.training.state import TrainState
+from transformer.training.step import is_finite
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "spm.model"
 CHECKPOINT_DIR = "checkpoints"
 # Model fields that do not change the params (shapes or dtypes): they may differ on resume.
 _FREE_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype")
+# Orbax's temporary folder of a step being saved: <step><suffix>, renamed to <step> on commit.
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+PrintFn = Callable[[str], None]
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used (one line naming the step and why)."""
 
 
 # ----------------------------------------------------------------------------- run files
@@ -95,10 +119,37 @@ def inherit_tokenizer(workdir: str, init_from: str) -> None:
 
 # ----------------------------------------------------------------------------- manager
 
+class CheckpointManager(ocp.CheckpointManager):
+  """Orbax's manager, writing `checksums.json` into each step just before Orbax commits it
+  (its post-finalization callback, on the primary process, after every process has written)."""
+
+  def __init__(self, directory: str, options: ocp.CheckpointManagerOptions):
+    self._checksum_step: int | None = None
+    options.async_options = ocp.AsyncOptions(post_finalization_callback=self._write_checksums)
+    super().__init__(directory, options=options)
+
+  def save(self, step: int, *args: Any, **kwargs: Any) -> bool:
+    self.wait_until_finished()  # the previous save's callback has run: it may read the step
+    self._checksum_step = step
+    return super().save(step, *args, **kwargs)
+
+  def _write_checksums(self) -> None:
+    step, directory = self._checksum_step, str(self.directory)
+    if step is None or jax.process_index() != 0:
+      return
+    temporary = os.path.join(directory, f"{step}{_TMP_SUFFIX}")
+    integrity.write_checksums(temporary if os.path.isdir(temporary)
+                              else os.path.join(directory, str(step)))
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+
+
 def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
                  read_only: bool = False) -> ocp.CheckpointManager:
-  """The CheckpointManager of `workdir/checkpoints`; keep/best/async settings from `config`."""
-  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  """The CheckpointManager of `workdir/checkpoints`; keep/best settings from `config`."""
+  directory = checkpoint_dir(workdir)
   if config is None or read_only:
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
         read_only=True, create=False, save_interval_steps=0))
@@ -113,20 +164,26 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   options = ocp.CheckpointManagerOptions(
       best_fn=best_fn, best_mode=config.best_mode,
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      enable_async_checkpointing=config.async_checkpoints, create=True)
-  return ocp.CheckpointManager(directory, options=options)
+      enable_async_checkpointing=True, create=True)
+  return CheckpointManager(directory, options)
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, rng: jax.Array, data_iterator: Any,
          config: ml_collections.ConfigDict, metrics: dict[str, float] | None = None) -> None:
-  """Saves the state, rng, data position and config at `state.step` (async if configured)."""
+  """Saves the state, rng, data position and config at `state.step`; waits for the write
+  unless `config.async_checkpoints`. Non-finite eval metrics are not recorded (best-of
+  retention ranks finite ones only). The caller has checked the state is finite."""
   step = int(state.step)
+  if metrics is not None and not all(math.isfinite(v) for v in metrics.values()):
+    metrics = None
   manager.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state, "rng": rng}),
       data=grain.PyGrainCheckpointSave(data_iterator),
       config=ocp.args.JsonSave(config.to_dict())),
       metrics=metrics, force=True)
+  if not config.async_checkpoints:
+    manager.wait_until_finished()
 
 
 def restore(manager: ocp.CheckpointManager, step: int, state: TrainState, rng: jax.Array,
@@ -144,15 +201,124 @@ def restore(manager: ocp.CheckpointManager, step: int, state: TrainState, rng: j
                     opt_state=train["opt_state"]), train["rng"]
 
 
-def restore_raw_params(workdir: str, step: int | None = None) -> tuple[Any, int]:
-  """(params as saved, step) from `workdir`'s checkpoint at `step` (default: the latest)."""
-  manager = make_manager(workdir, read_only=True)
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")
-  restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-  manager.close()
-  return restored["params"], step
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The finished checkpoint steps of `workdir`, ascending (none: []); not verified."""
+  return sorted(integrity.steps(checkpoint_dir(workdir)))
+
+
+# ----------------------------------------------------------------------------- verified loading
+
+def latest_verified_step(directory: str, print_fn: PrintFn, *, may_move: bool = True) -> int | None:
+  """The latest intact step of the checkpoints `directory` (`integrity.latest_good_step`).
+
+  Process 0 verifies (and sets aside) and tells the others, so all agree on the step."""
+  step = -1
+  if jax.process_index() == 0:
+    found = integrity.latest_good_step(directory, print_fn, may_move=may_move)
+    step = -1 if found is None else found
+  if jax.process_count() > 1:
+    step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+  return None if step < 0 else step
+
+
+def _set_aside_nonfinite(directory: str, step: int, what: str, print_fn: PrintFn,
+                         may_move: bool) -> None:
+  """A restored step with non-finite values: set aside (process 0), every process waits."""
+  problem = integrity.Problem("non-finite", f"non-finite values in its {what}")
+  if jax.process_index() == 0:
+    where = integrity.set_aside(directory, step, problem) if may_move else None
+    print_fn(integrity.report(step, problem, where))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+
+
+def _may_move(workdir: str) -> bool:
+  """Damaged steps may be moved unless another live run holds the workdir's lock."""
+  return lock.live_owner(workdir) is None
+
+
+def _restore_failed(directory: str, step: int, error: Exception) -> CheckpointError:
+  return CheckpointError(f"checkpoint {step} in {directory} passed verification but could not be "
+                         f"restored into this run ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:300]})")
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState, rng: jax.Array,
+                   data_iterator: Any, print_fn: PrintFn
+                   ) -> tuple[int, TrainState, jax.Array] | None:
+  """(step, state, rng) of the workdir's latest intact, finite checkpoint (damaged later ones
+  are set aside, one line each), or None if there is none."""
+  directory = str(manager.directory)
+  while True:
+    step = latest_verified_step(directory, print_fn)
+    manager.reload()
+    if step is None:
+      return None
+    try:
+      restored, restored_rng = restore(manager, step, state, rng, data_iterator)
+    except Exception as e:  # (verified files: a mismatch with this run, not damage)
+      raise _restore_failed(directory, step, e) from e
+    if bool(jax.device_get(is_finite(restored))):
+      return step, restored, restored_rng
+    _set_aside_nonfinite(directory, step, "state", print_fn, may_move=True)
+
+
+def _abstract_params(handler: ocp.StandardCheckpointHandler, path: epath.Path,
+                     sharding_for: Callable[[str, tuple[int, ...]], jax.sharding.Sharding]) -> Any:
+  """ShapeDtypeStructs of the params saved at `path`, each placed by sharding_for(path, shape)."""
+  metadata = handler.metadata(path)
+  tree = getattr(metadata, "tree", metadata)
+  return jax.tree_util.tree_map_with_path(
+      lambda key, leaf: jax.ShapeDtypeStruct(
+          tuple(leaf.shape), leaf.dtype,
+          sharding=sharding_for(jax.tree_util.keystr(key, simple=True, separator="/"),
+                                tuple(leaf.shape))), tree)
+
+
+def _on_first_device(path: str, shape: tuple[int, ...]) -> jax.sharding.Sharding:
+  del path, shape
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: PrintFn = print,
+                       sharding_for: Callable[[str, tuple[int, ...]], jax.sharding.Sharding]
+                       = _on_first_device) -> tuple[Any, int]:
+  """(params as saved, step) from `workdir`'s checkpoint at `step` (default: the latest intact
+  one with finite params; damaged later ones are set aside with one line each).
+
+  Each param is restored with sharding_for('/'-joined path, shape) (default: this process's
+  first device), so a checkpoint of any layout loads into any other, on every process.
+  """
+  directory = checkpoint_dir(workdir)
+  handler = ocp.StandardCheckpointHandler()  # the params item alone, without a manager
+  try:
+    while True:
+      if step is not None:
+        saved = sorted(integrity.steps(directory))
+        if step not in saved:
+          raise CheckpointError(f"no checkpoint at step {step} in {directory} (steps: "
+                                f"{', '.join(map(str, saved)) or 'none'})")
+        problem = integrity.verify(os.path.join(directory, str(step)))
+        if problem:
+          raise CheckpointError(f"checkpoint {step} in {directory} is damaged ({problem.text})")
+        chosen = step
+      else:
+        chosen = latest_verified_step(directory, print_fn, may_move=_may_move(workdir))
+        if chosen is None:
+          raise CheckpointError(f"no intact checkpoint in {directory}")
+      path = epath.Path(directory) / str(chosen) / "params"
+      try:
+        params = handler.restore(path, args=ocp.args.StandardRestore(
+            _abstract_params(handler, path, sharding_for)))
+      except Exception as e:  # (verified files: report the cause in one line)
+        raise _restore_failed(directory, chosen, e) from e
+      if bool(jax.device_get(is_finite(params))):
+        return params, chosen
+      if step is not None:
+        raise CheckpointError(f"checkpoint {step} in {directory} holds non-finite params")
+      _set_aside_nonfinite(directory, chosen, "params", print_fn, _may_move(workdir))
+  finally:
+    handler.close()
 
 
 # ----------------------------------------------------------------------------- later stages
@@ -184,13 +350,13 @@ def merge_params(fresh: Any, loaded: Any) -> tuple[Any, list[str], list[str]]:
   return merged, restored, fresh_names
 
 
-def load_params_for_inference(workdir: str,
-                              step: int | None = None) -> tuple[ModelConfig, Any, str]:
-  """(eval ModelConfig, params, path of spm.model) of the run in `workdir` (latest step by
-  default)."""
+def load_params_for_inference(workdir: str, step: int | None = None, *,
+                              print_fn: PrintFn = print) -> tuple[ModelConfig, Any, str]:
+  """(eval ModelConfig, params, path of spm.model) of the run in `workdir` (latest intact step
+  by default; see `restore_raw_params`)."""
   config = read_config(workdir)
   if config is None:
     raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir}: not a training workdir")
-  params, _ = restore_raw_params(workdir, step)
+  params, _ = restore_raw_params(workdir, step, print_fn=print_fn)
   params = jax.tree.map(np.asarray, params)
   return model_config(config).eval(), params, tokenizer_path(workdir)

@@ -7,17 +7,20 @@ fields except `vocab_size`, which is the data section's (one source of truth), a
 train/eval/decode switches, which the loop sets.
 """
 
+import collections
 import dataclasses
 from typing import Any
 
 import ml_collections
 
 from transformer.data import config as data_config
+from transformer.data.tasks import get_task
 from transformer.models.config import ModelConfig
 from transformer.models.registry import architecture
 from transformer.training import stages
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+DECODER_ONLY_PROMPT = 8  # tokens of a validation text that prompt a decoder-only model's samples
 PARALLELISM_MODES = ("jit", "pmap")
 SCHEDULES = ("paper", "cosine", "constant")
 # ModelConfig fields that are not in the config's model section: the vocabulary size is the data
@@ -88,6 +91,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.best_metric = "loss"           # ... plus the best by this eval metric ('' = latest only).
   c.best_mode = "min"              # 'min' | 'max': which direction of best_metric is better.
   c.async_checkpoints = True       # Write checkpoints in a background thread.
+  c.skip_nonfinite_updates = False  # Skip a step with a non-finite loss or gradient (else stop).
+  c.time_limit_seconds = 0.0       # Save and exit 0 after this long (a job's time limit); 0 = none.
+  c.stop_check_every_steps = 10    # Multi-process: steps between agreeing on a stop (signal, time).
   c.num_samples = 3                # Decoded validation examples printed at the end (0 = none).
   c.bleu_eval_batches = 0          # Seq2seq fine-tuning: eval batches greedily decoded for BLEU
                                    # and exact match (0 = none).
@@ -140,6 +146,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.grad_clip_norm < 0:
     raise ConfigError(f"config.optimizer.grad_clip_norm must be >= 0, "
                       f"got {config.optimizer.grad_clip_norm!r}")
+  _check_optimizer_ranges(config.optimizer)
+  if not config.eval_split:
+    raise ConfigError("config.eval_split must name a split of the data, got ''")
+  if config.time_limit_seconds < 0:
+    raise ConfigError(f"config.time_limit_seconds must be >= 0 (0 = none), "
+                      f"got {config.time_limit_seconds!r}")
+  if config.stop_check_every_steps < 1:
+    raise ConfigError(f"config.stop_check_every_steps must be >= 1, "
+                      f"got {config.stop_check_every_steps!r}")
   _check_choice("config.reward.pairing", config.reward.pairing, stages.PAIRINGS)
   if config.reward.center_coef < 0:
     raise ConfigError(f"config.reward.center_coef must be >= 0, got {config.reward.center_coef!r}")
@@ -154,6 +169,71 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                                  model_config(config).architecture)
   if problem:
     raise ConfigError(problem)
+  metrics = eval_metric_names(config)
+  if config.best_metric and config.best_metric not in metrics:
+    raise ConfigError(f"config.best_metric must be '' or an eval metric of stage "
+                      f"{config.stage!r}: one of {metrics}, got {config.best_metric!r}")
+  _check_lengths(config)
+
+
+def eval_metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The names of the eval metrics a run reports (its stage's summary, BLEU if asked for)."""
+  names = tuple(stages.get_stage(config.stage).summarize(collections.defaultdict(float)))
+  return names + (("bleu", "exact_match") if config.bleu_eval_batches else ())
+
+
+def _check_optimizer_ranges(opt: ml_collections.ConfigDict) -> None:
+  """The optimizer's numbers are in range: a positive rate, Adam's betas in [0, 1), ..."""
+  if not opt.learning_rate > 0:
+    raise ConfigError(f"config.optimizer.learning_rate must be > 0, got {opt.learning_rate!r}")
+  for name in ("b1", "b2"):
+    if not 0.0 <= opt[name] < 1.0:
+      raise ConfigError(f"config.optimizer.{name} must be in [0, 1), got {opt[name]!r}")
+  for name in ("eps", "weight_decay"):
+    if opt[name] < 0:
+      raise ConfigError(f"config.optimizer.{name} must be >= 0, got {opt[name]!r}")
+  if not 0.0 <= opt.end_learning_rate_fraction <= 1.0:
+    raise ConfigError(f"config.optimizer.end_learning_rate_fraction must be in [0, 1], "
+                      f"got {opt.end_learning_rate_fraction!r}")
+
+
+def _check_lengths(config: ml_collections.ConfigDict) -> None:
+  """Every length the run feeds or decodes fits `model.max_len` (ConfigError naming both fields).
+
+  Learned positions: every sequence of a batch row (a table of max_len rows). Any positions:
+  what the run decodes (end-of-run samples, BLEU) fits `decoding.generate`'s limits: encoder
+  inputs of at most max_len tokens, and a decoder holding the prompt and max_decode_length new
+  tokens within max_len.
+  """
+  cfg, task = model_config(config), get_task(config.data.task)
+  lengths = task.lengths(config.data)
+  fix = f"raise config.model.max_len ({cfg.max_len}) to at least"
+  if cfg.position_encoding == "learned":
+    for feature in task.id_features(config.data):
+      if lengths[feature] > cfg.max_len:
+        raise ConfigError(f"{_length_field(config, feature)} = {lengths[feature]} does not fit the "
+                          f"learned position table: {fix} {lengths[feature]}")
+  decodes = config.bleu_eval_batches or (config.num_samples and config.stage != "reward")
+  if not decodes:
+    return
+  off = "(or set config.num_samples=0 and config.bleu_eval_batches=0)"
+  if task.encoder and lengths["inputs"] > cfg.max_len:
+    raise ConfigError(f"{_length_field(config, 'inputs')} = {lengths['inputs']}: the encoder "
+                      f"inputs the run decodes must fit the model: {fix} {lengths['inputs']} {off}")
+  prompt = 0 if task.encoder else DECODER_ONLY_PROMPT
+  if prompt + config.max_decode_length > cfg.max_len:
+    after = f" (after a prompt of {prompt} tokens)" if prompt else ""
+    raise ConfigError(f"config.max_decode_length = {config.max_decode_length}{after} does not fit "
+                      f"the decoder: {fix} {prompt + config.max_decode_length} {off}")
+
+
+def _length_field(config: ml_collections.ConfigDict, feature: str) -> str:
+  """The config field that sets the length of a batch feature, e.g. 'config.data.targets_len'."""
+  if feature == "targets" and get_task(config.data.task).encoder:
+    return "config.data.targets_len" + ("" if config.data.targets_len else " (derived)")
+  return "config.data.seq_len"
+
+
 
 
 def model_section(cfg: ModelConfig) -> dict[str, Any]:
@@ -204,3 +284,169 @@ def _type_ok(value: Any, expected: Any) -> bool:
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if value not in choices:
     raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------ inspection
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """Dotted field name -> value of every leaf field, e.g. {'data.seq_len': 128, ...}."""
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def format_config(config: ml_collections.ConfigDict, *, compact: bool = False,
+                  width: int = 100) -> str:
+  """The resolved config, one field per line (`name = value`), `*` where it differs from the
+  default of the schema (`default_config()`); `compact`: the fields of each section on
+  lines wrapped at `width` (`section: name=value name=value* ...`), for the start of a run."""
+  defaults = flatten(default_config())
+  marked = {name: repr(value) + ("" if name in defaults and _same(defaults[name], value) else "*")
+            for name, value in _in_schema_order(flatten(config))}
+  title = "config (* = differs from the default of transformer/training/config.py):"
+  if not compact:
+    return "\n".join([title] + [f"  {name} = {value}" for name, value in marked.items()])
+  sections: dict[str, list[str]] = {}
+  for name, value in marked.items():
+    section, _, field = name.rpartition(".")
+    sections.setdefault(section or "run", []).append(f"{field}={value}")
+  lines = [title]
+  for section, items in sections.items():
+    line = f"  {section}:"
+    for item in items:
+      if len(line) + 1 + len(item) > width and not line.endswith(":"):
+        lines.append(line)
+        line = "   "
+      line += " " + item
+    lines.append(line)
+  return "\n".join(lines)
+
+
+def _in_schema_order(flat: dict[str, Any]) -> list[tuple[str, Any]]:
+  """The items of a flattened config in the order the schema's source defines them: top-level
+  fields first, then each section (data, model, optimizer, parallelism) as it appears."""
+  rank = {name: i for i, name in enumerate(field_docs())}
+  def key(name: str) -> tuple[int, int, str]:
+    section = name.rpartition(".")[0]
+    return (rank.get(section, len(rank)) if section else -1, rank.get(name, len(rank)), name)
+  return sorted(flat.items(), key=lambda item: key(item[0]))
+
+
+def _same(default: Any, value: Any) -> bool:
+  if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+    return tuple(default) == tuple(value)
+  return type(default) is type(value) and default == value or (
+      isinstance(default, float) and isinstance(value, int) and default == value)
+
+
+def field_docs() -> dict[str, str]:
+  """Dotted field name -> its documentation, read from the schema's own source: the comment of
+  each assignment in `default_config` and `default_data_config`, and the `Attributes:` of the
+  ModelConfig docstring for the model section. Sections map to their comment too."""
+  docs = _assignment_comments(default_config, "")
+  docs.update(_assignment_comments(data_config.default_data_config, "data."))
+  model_docs, model_fields = _attribute_docs(ModelConfig.__doc__ or ""), default_config().model
+  docs.update({f"model.{name}": text for name, text in model_docs.items() if name in model_fields})
+  docs.update({f"model.{name}": "" for name in model_fields if f"model.{name}" not in docs})
+  return docs
+
+
+def _assignment_comments(function: Any, prefix: str) -> dict[str, str]:
+  """`c.a.b = value  # comment` (and comment-only lines continuing it) -> {prefix + 'a.b': ...}."""
+  import inspect
+  import io
+  import re
+  import tokenize
+
+  source = inspect.getsource(function)
+  comments: dict[int, str] = {}
+  code_lines: set[int] = set()
+  for token in tokenize.generate_tokens(io.StringIO(source).readline):
+    if token.type == tokenize.COMMENT:
+      comments[token.start[0]] = token.string.lstrip("#").strip()
+    elif token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                            tokenize.ENDMARKER):
+      code_lines.update(range(token.start[0], token.end[0] + 1))
+  docs, current = {}, None
+  for number, line in enumerate(source.splitlines(), start=1):
+    match = re.match(r"\s*c\.([\w.]+)\s*=(?!=)", line)
+    if match:
+      current = prefix + match.group(1)
+      docs[current] = comments.get(number, "")
+    elif number in code_lines:
+      current = None
+    elif current and number in comments:  # a comment-only line continues the field's comment
+      docs[current] = f"{docs[current]} {comments[number]}".strip()
+  return docs
+
+
+def _attribute_docs(docstring: str) -> dict[str, str]:
+  """The `Attributes:` section of a Google-style docstring as {name: one-line text}."""
+  import inspect
+  import re
+
+  docs, current, indent = {}, None, None
+  lines = inspect.cleandoc(docstring).splitlines()
+  start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "Attributes:"), len(lines))
+  for line in lines[start:]:
+    if not line.strip():
+      continue
+    depth = len(line) - len(line.lstrip())
+    indent = depth if indent is None else indent
+    match = re.match(r"(\w+): (.*)", line.strip())
+    if depth == indent and match:
+      current = match.group(1)
+      docs[current] = match.group(2).strip()
+    elif depth > indent and current:
+      docs[current] += " " + line.strip()
+    else:
+      break
+  return docs
+
+
+def field_listing() -> str:
+  """docs/config.md: every field of the schema with its default and documentation (Markdown)."""
+  docs, flat = field_docs(), dict(_in_schema_order(flatten(default_config())))
+  lines = [
+      "# Run config fields",
+      "",
+      "Every field of a run config (`transformer/training/config.py::default_config`), its",
+      "default there and its documentation, generated from the schema's own source:",
+      "",
+      "    python -m transformer.training.config --list > docs/config.md",
+      "",
+      "`tests/training/test_config.py` checks that this file is current. Experiment files change",
+      "these defaults; `python -m transformer.train --config=experiments/<file>.py --print_config`",
+      "prints a run's resolved config, marking what differs from these defaults. Override any",
+      "field with `--config.<section>.<field>=<value>`.",
+  ]
+  sections: dict[str, list[str]] = {}
+  for name in flat:
+    sections.setdefault(name.rpartition(".")[0], []).append(name)
+  for section, names in sections.items():
+    lines += ["", f"## {section or 'top level'}", ""]
+    if section and docs.get(section):
+      lines += [docs[section], ""]
+    lines += ["| field | default | meaning |", "| --- | --- | --- |"]
+    for name in names:
+      cell = lambda text: text.replace("|", "\\|")  # noqa: E731
+      lines.append(f"| `{name}` | `{cell(repr(flat[name]))}` | {cell(docs.get(name, ''))} |")
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+
+  flags.DEFINE_bool("list", False, "Print docs/config.md: every field, its default and comment.")
+
+  def _main(argv: list[str]) -> None:
+    del argv
+    if not flags.FLAGS.list:
+      raise app.UsageError("nothing to do: pass --list")
+    print(field_listing(), end="")
+
+  app.run(_main)

@@ -2,8 +2,20 @@
 
 Both start from `assembly.assemble(config)`, which validates the config and builds the
 model, optimizer, layout and steps; the resume order is `Assembly.restore_or_initialize`'s.
+
+`run` guards the run (each guard in its own module, the loop only calls them):
+- `preflight`: paths, data splits, init_from and the workdir's saved model config are checked
+  before anything is written, trained or compiled (ConfigError, one line);
+- `lock.lock_for_run`: one run per workdir (WorkdirInUse names the other run);
+- `preemption.StopRequests`: SIGTERM, SIGINT or the time limit stop the run at the top of a
+  step with a checkpoint at the step reached (SystemExit 0, SIGINT 130);
+- non-finite steps (`step.NONFINITE`, read with the metrics: at each log, eval and save, no
+  extra host transfer per step) stop the run with NonFiniteError naming the step and the
+  last good checkpoint, or are skipped (`config.skip_nonfinite_updates`, counted as
+  `skipped_updates`); the state is checked before every save, so nothing non-finite is saved.
 """
 
+import contextlib
 import itertools
 import os
 import time
@@ -14,18 +26,44 @@ import jax
 import ml_collections
 import numpy as np
 
+from transformer import cli
 from transformer.data import pipeline
 from transformer.decoding.evaluation import evaluate_seq2seq
 from transformer.models.config import ModelConfig
-from transformer.training import checkpoints, flops, parallel, rewards, samples, writer
+from transformer.training import (
+  checkpoints,
+  flops,
+  integrity,
+  lock,
+  parallel,
+  preemption,
+  rewards,
+  samples,
+  writer,
+)
 from transformer.training.assembly import Assembly, PrintFn, assemble
-from transformer.training.config import ConfigError
+from transformer.training.config import ConfigError, format_config
 from transformer.training.state import param_overview
+from transformer.training.step import NONFINITE, is_finite
+
+
+class NonFiniteError(FloatingPointError):
+  """A non-finite loss, gradient or state: the run stopped (one line: the step, the last good
+  checkpoint)."""
 
 
 def print_flush(line: str) -> None:
   """print, flushed at once (progress stays visible when stdout is a file or pipe)."""
   print(line, flush=True)
+
+
+@contextlib.contextmanager
+def phase(print_fn: PrintFn, what: str) -> Iterator[None]:
+  """Says `what ...` before a quiet phase and `what: done in 12.3s` after it."""
+  print_fn(f"{what} ...")
+  start = time.perf_counter()
+  yield
+  print_fn(f"{what}: done in {time.perf_counter() - start:.1f}s")
 
 
 def every(step: int, interval: int, last_step: int) -> bool:
@@ -35,116 +73,238 @@ def every(step: int, interval: int, last_step: int) -> bool:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         print_fn: PrintFn = print_flush) -> dict[str, float]:
-  """Trains (or resumes) the run `config` in `workdir`; returns the final eval metrics."""
-  # ------------------------------------------------------------------ config, workdir, parts
+  """Trains (or resumes) the run `config` in `workdir`; returns the final eval metrics.
+
+  Raises ConfigError before anything is written or compiled, WorkdirInUse if another run
+  holds the workdir, NonFiniteError on a non-finite step, and SystemExit(0 or 130) after
+  saving when stopped by a signal or the time limit (see the module docstring).
+  """
   parts = assemble(config)
+  preflight(config, workdir)
+  print_fn(format_config(config, compact=True))
+  saved_steps = sorted(integrity.steps(checkpoints.checkpoint_dir(workdir)))
+  finished = saved_steps and saved_steps[-1] >= config.num_train_steps
+  if finished and (config.stage != "reward" or rewards.read_bias(workdir)):  # stop, read nothing
+    print_fn(f"already at step {saved_steps[-1]} of {config.num_train_steps} "
+             f"({os.path.join(checkpoints.checkpoint_dir(workdir), str(saved_steps[-1]))}): "
+             f"nothing to train; evaluate it with python -m transformer.evaluate "
+             f"--workdir={workdir}")
+    return last_eval_metrics(workdir)
+  with lock.lock_for_run(workdir, print_fn) as held, preemption.StopRequests(
+      config.time_limit_seconds, config.stop_check_every_steps,
+      on_abort=[held.release] if held else []) as stop:
+    return _Training(parts, workdir, print_fn).run(stop)
+
+
+def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """ConfigError (one line) for whatever can be known before a tokenizer trains or anything is
+  written or compiled: the workdir and data paths, the data splits and their files, init_from,
+  and a workdir holding a run of another model."""
+  try:
+    cli.check_output_dir(workdir, "--workdir")
+    pipeline.check_data(config.data, {"train": "the training split",
+                                      config.eval_split: "config.eval_split"}, prefix="config.")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   checkpoints.check_compatible(workdir, config)
-  if config.init_from and not os.path.exists(os.path.join(config.init_from,
-                                                          checkpoints.CONFIG_FILE)):
-    raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir "
-                      "(no config.json)")
-  cfg, stage, last_step = parts.model_config, parts.stage, config.num_train_steps
-  is_main = jax.process_index() == 0
+  if config.init_from:
+    if not os.path.exists(os.path.join(config.init_from, checkpoints.CONFIG_FILE)):
+      raise ConfigError(f"config.init_from={config.init_from!r} is not a training workdir "
+                        f"(no {checkpoints.CONFIG_FILE})")
+    if not integrity.steps(checkpoints.checkpoint_dir(config.init_from)):
+      raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint "
+                        f"(no step in {checkpoints.checkpoint_dir(config.init_from)})")
 
-  # ------------------------------------------------------------------ tokenizer and data
-  os.makedirs(workdir, exist_ok=True)
 
-  def load_tokenizer():  # process 0 copies or trains it, the others then load it
-    checkpoints.inherit_tokenizer(workdir, config.init_from)
-    return pipeline.load_tokenizer_for(config.data, checkpoints.tokenizer_path(workdir))
-  tokenizer = parallel.main_process_first(load_tokenizer, "tokenizer")
-  if is_main:
-    checkpoints.write_config(workdir, config)
-  train_data = make_data(config, "train", tokenizer, train=True)
-  eval_data = lambda: make_data(config, config.eval_split, tokenizer, train=False)  # noqa: E731
+class _Training:
+  """One run's data, checkpoints and metrics, and the loop over its steps (`run`)."""
 
-  # ------------------------------------------------------------------ state
-  manager = checkpoints.make_manager(workdir, config)
-  state, rng = parts.restore_or_initialize(manager, train_data, print_fn)
-  print_fn(f"stage {config.stage}, {describe(cfg)}, "
-           f"{sum(x.size for x in jax.tree.leaves(state.params)):,} params; "
-           f"{parallel.describe(parts.layout)}")
+  def __init__(self, parts: Assembly, workdir: str, print_fn: PrintFn):
+    self.parts, self.config, self.workdir, self.print = parts, parts.config, workdir, print_fn
+    self.is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
 
-  def evaluate(params: Any) -> dict[str, float]:
-    results = stage.summarize(evaluate_sums(parts, params, eval_data(), config.eval_steps))
+    def load_tokenizer():  # process 0 copies or trains it, the others then load it
+      data = self.config.data
+      checkpoints.inherit_tokenizer(workdir, self.config.init_from)
+      path = checkpoints.tokenizer_path(workdir)
+      if os.path.exists(path):
+        return pipeline.load_tokenizer_for(data, path)
+      if not pipeline.source_is_prepared(data):
+        with phase(print_fn, f"building the corpus ({data.name})"):
+          pipeline.prepare_source(data)
+      with phase(print_fn, f"training the tokenizer ({data.vocab_size} pieces)"):
+        return pipeline.load_tokenizer_for(data, path)
+    self.tokenizer = parallel.main_process_first(load_tokenizer, "tokenizer")
+    if self.is_main:
+      checkpoints.write_config(workdir, self.config)
+    self.train_data = make_data(self.config, "train", self.tokenizer, train=True)
+    self.manager = checkpoints.make_manager(workdir, self.config)
+    self.state, self.rng = parts.restore_or_initialize(self.manager, self.train_data, print_fn)
+    self.first_step = int(self.state.step)
+    self.saved_step = self.first_step if self.first_step else None  # the last good checkpoint
+    self.metric_writer = (writer.MetricWriter(workdir, resume_step=self.first_step)
+                          if self.is_main else None)
+    self.pending: list[Mapping[str, jax.Array]] = []  # step sums since the last log
+    self.checked = 0  # of them, how many were checked for non-finite values
+
+  def eval_data(self) -> Iterator[Mapping[str, np.ndarray]]:
+    return make_data(self.config, self.config.eval_split, self.tokenizer, train=False)
+
+  # ---------------------------------------------------------------- the loop
+
+  def run(self, stop: preemption.StopRequests) -> dict[str, float]:
+    config, parts, last_step = self.config, self.parts, self.config.num_train_steps
+    try:
+      self.print(f"stage {config.stage}, {describe(parts.model_config)}, "
+                 f"{sum(x.size for x in jax.tree.leaves(self.state.params)):,} params; "
+                 f"{parallel.describe(parts.layout)}")
+      peak = flops.peak_flops_per_device(config.peak_flops_per_device)
+      step_flops = parts.flops_per_step()
+      step = self.first_step
+      tokens, timer, paused, eval_metrics = 0, None, 0.0, {}
+      if step == 0:  # the untrained (or init_from) baseline
+        with phase(self.print, "compiling the eval step and evaluating at step 0 "
+                   f"({config.eval_split})"):
+          eval_metrics = self.evaluate(self.state.params)
+        self.log_eval(0, eval_metrics)
+      while step < last_step:
+        request = stop.check(step)
+        if request:
+          self.stop(request, step)
+        batch = next(self.train_data)
+        tokens += count_tokens(parts, batch)
+        compiling = phase(self.print, "compiling the train step") if timer is None else (
+            contextlib.nullcontext())
+        with compiling:
+          self.state, sums = parts.train_step(self.state, parts.put_batch(batch),
+                                              jax.random.fold_in(self.rng, step))
+          if timer is None:  # the first step compiled: throughput counts from here on
+            jax.block_until_ready(self.state.step)
+        self.pending.append(sums)
+        step += 1
+        if timer is None:
+          timer, timer_step, tokens = time.perf_counter(), step, 0
+        logged, evaluated, saving = (every(step, interval, last_step) for interval in (
+            config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps))
+        if logged or evaluated or saving:
+          self.check_finite(step)
+        if logged:
+          elapsed = max(time.perf_counter() - timer - paused, 1e-9)
+          self.log_train(step, (step - timer_step) / elapsed, tokens / elapsed, step_flops, peak)
+        pause_start = time.perf_counter()
+        if evaluated:
+          eval_metrics = self.evaluate(self.state.params)
+          self.log_eval(step, eval_metrics)
+        if saving:
+          self.save(step, eval_metrics if evaluated else None)
+        paused += time.perf_counter() - pause_start
+      self.manager.wait_until_finished()
+    finally:
+      self.manager.close()  # waits for a save in flight, whatever happened
+      if self.metric_writer:
+        self.metric_writer.close()
+    return self.finish(eval_metrics)
+
+  def finish(self, eval_metrics: dict[str, float]) -> dict[str, float]:
+    """The end of a run: curves and samples."""
+    config = self.config
+    if config.stage == "reward":  # the normalisation bias: the train split's chosen mean 0
+      normalize_rewards(self.parts, self.state, config, self.tokenizer, self.workdir, self.print)
+    show_samples = config.num_samples and config.stage != "reward"
+    # Every process joins the gather of the params.
+    params = parallel.to_host(self.state.params) if show_samples else None
+    if self.is_main:
+      self.print(f"curves: {writer.plot_curves(self.workdir)}")
+      if show_samples:
+        samples.print_samples(self.parts.model_config, params, next(self.eval_data()),
+                              self.tokenizer, config.num_samples, config.max_decode_length,
+                              print_fn=self.print)
+    return eval_metrics
+
+  # ---------------------------------------------------------------- metrics
+
+  def evaluate(self, params: Any) -> dict[str, float]:
+    config, parts = self.config, self.parts
+    results = parts.stage.summarize(evaluate_sums(parts, params, self.eval_data(),
+                                                  config.eval_steps))
     if config.bleu_eval_batches:
-      scores = evaluate_seq2seq(cfg.eval(), params, tokenizer,
-                                itertools.islice(eval_data(), config.bleu_eval_batches),
+      scores = evaluate_seq2seq(parts.model_config.eval(), params, self.tokenizer,
+                                itertools.islice(self.eval_data(), config.bleu_eval_batches),
                                 method="greedy", max_new_tokens=config.max_decode_length)
-      print_fn(f"sacreBLEU {scores['bleu']:.2f} on {scores['examples']} examples "
-               f"({scores['bleu_signature']})")
+      self.print(f"sacreBLEU {scores['bleu']:.2f} on {scores['examples']} examples "
+                 f"({scores['bleu_signature']})")
       results.update(bleu=scores["bleu"], exact_match=scores["exact_match"])
     return results
 
-  def log_eval(step: int, results: dict[str, float]) -> None:
-    print_fn(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    if metric_writer:
-      metric_writer.write(step, "eval", results)
+  def log_eval(self, step: int, results: dict[str, float]) -> None:
+    self.print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    if self.metric_writer:
+      self.metric_writer.write(step, "eval", results)
 
-  # ------------------------------------------------------------------ train
-  metric_writer = writer.MetricWriter(workdir) if is_main else None
-  peak = flops.peak_flops_per_device(config.peak_flops_per_device)
-  step_flops = parts.flops_per_step()
-  first_step = step = int(state.step)
-  pending, tokens, timer, paused, eval_metrics = [], 0, None, 0.0, {}
-  if step == 0:  # the untrained (or init_from) baseline
-    eval_metrics = evaluate(state.params)
-    log_eval(0, eval_metrics)
-  while step < last_step:
-    batch = next(train_data)
-    tokens += count_tokens(parts, batch)
-    state, sums = parts.train_step(state, parts.put_batch(batch), jax.random.fold_in(rng, step))
-    pending.append(sums)
-    step += 1
-    if timer is None:  # the first step compiled: throughput counts from here on
-      jax.block_until_ready(state.step)
-      timer, timer_step, tokens = time.perf_counter(), step, 0
-    if every(step, config.log_every_steps, last_step):
-      totals = sum_metrics(pending)
-      train_metrics = {**stage.summarize(totals), "grad_norm": totals["grad_norm"]}
-      if not np.isfinite(train_metrics["loss"]):
-        raise FloatingPointError(f"train loss is {train_metrics['loss']} at step {step}")
-      elapsed = max(time.perf_counter() - timer - paused, 1e-9)
-      rate = (step - timer_step) / elapsed
-      train_metrics.update(learning_rate=float(parts.schedule(step - 1)),
-                           tokens_per_second=tokens / elapsed,  # this process's
-                           steps_per_second=rate,
-                           mfu=flops.mfu(step_flops, rate, peak, jax.device_count()))
-      print_fn(writer.progress_line(step, last_step, train_metrics["loss"],
-                                    train_metrics["learning_rate"],
-                                    train_metrics["tokens_per_second"], train_metrics["mfu"],
-                                    (last_step - step) / rate if rate else 0.0))
-      if metric_writer:
-        metric_writer.write(step, "train", train_metrics)
-      pending = []
-    pause_start = time.perf_counter()
-    evaluated = every(step, config.eval_every_steps, last_step)
-    if evaluated:
-      eval_metrics = evaluate(state.params)
-      log_eval(step, eval_metrics)
-    if every(step, config.checkpoint_every_steps, last_step):
-      checkpoints.save(manager, state, rng, train_data, config, eval_metrics if evaluated else None)
-    paused += time.perf_counter() - pause_start
+  def log_train(self, step: int, rate: float, tokens_per_second: float, step_flops: float,
+                peak: float) -> None:
+    """The progress line and train metrics of the steps since the last log."""
+    totals = sum_metrics(self.pending)
+    metrics = {**self.parts.stage.summarize(totals), "grad_norm": totals["grad_norm"]}
+    if self.config.skip_nonfinite_updates:
+      metrics["skipped_updates"] = totals[NONFINITE]
+    last_step = self.config.num_train_steps
+    metrics.update(learning_rate=float(self.parts.schedule(step - 1)),
+                   tokens_per_second=tokens_per_second,  # this process's
+                   steps_per_second=rate,
+                   mfu=flops.mfu(step_flops, rate, peak, jax.device_count()))
+    line = writer.progress_line(step, last_step, metrics["loss"], metrics["learning_rate"],
+                                metrics["tokens_per_second"], metrics["mfu"],
+                                (last_step - step) / rate if rate else 0.0,
+                                grad_norm=metrics["grad_norm"])
+    if metrics.get("skipped_updates"):
+      line += f" | skipped {metrics['skipped_updates']:.0f} non-finite updates"
+    self.print(line)
+    if self.metric_writer:
+      self.metric_writer.write(step, "train", metrics)
+    self.pending, self.checked = [], 0
 
-  # ------------------------------------------------------------------ finish
-  manager.wait_until_finished()
-  manager.close()
-  if first_step >= last_step:
-    print_fn(f"already at step {first_step} of {last_step}: nothing to train")
-    eval_metrics = evaluate(state.params)
-    print_fn("eval: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-  if config.stage == "reward":  # the normalisation bias: the train split's chosen mean 0
-    normalize_rewards(parts, state, config, tokenizer, workdir, print_fn)
-  show_samples = config.num_samples and config.stage != "reward"
-  # every process joins the gather
-  params = parallel.to_host(state.params) if show_samples else None
-  if metric_writer:
-    metric_writer.close()
-    print_fn(f"curves: {writer.plot_curves(workdir)}")
-    if show_samples:
-      samples.print_samples(cfg, params, next(eval_data()), tokenizer, config.num_samples,
-                            config.max_decode_length, print_fn=print_fn)
-  return eval_metrics
+  # ---------------------------------------------------------------- guards
+
+  def last_good(self) -> str:
+    if self.saved_step is None:
+      return "there is no checkpoint yet"
+    return (f"the last good checkpoint is step {self.saved_step} "
+            f"({os.path.join(str(self.manager.directory), str(self.saved_step))})")
+
+  def check_finite(self, step: int) -> None:
+    """NonFiniteError naming the first non-finite step among those not checked yet (one host
+    transfer of their flags), unless such steps are skipped."""
+    flags = jax.device_get([sums[NONFINITE] for sums in self.pending[self.checked:]])
+    first = next((i for i, flag in enumerate(flags) if flag), None)
+    if first is not None and not self.config.skip_nonfinite_updates:
+      bad = step - len(flags) + first + 1
+      summary = self.parts.stage.summarize(sum_metrics([self.pending[self.checked + first]]))
+      self.manager.wait_until_finished()
+      raise NonFiniteError(
+          f"the train loss or gradient is not finite at step {bad} (loss {summary['loss']}): "
+          f"stopped without saving; {self.last_good()}. Lower the learning rate, or set "
+          "config.skip_nonfinite_updates=True to skip such steps")
+    self.checked = len(self.pending)
+
+  def save(self, step: int, metrics: dict[str, float] | None) -> None:
+    """A checkpoint at `step`, after checking the state is finite."""
+    if not bool(jax.device_get(is_finite(self.state))):
+      self.manager.wait_until_finished()
+      raise NonFiniteError(f"the train state at step {step} has non-finite values: not saved; "
+                           f"{self.last_good()}")
+    checkpoints.save(self.manager, self.state, self.rng, self.train_data, self.config, metrics)
+    self.saved_step = step
+
+  def stop(self, request: preemption.StopRequest, step: int) -> None:
+    """Saves at `step` (unless saved there already), says so, and exits (SystemExit)."""
+    if step != self.saved_step and step > self.first_step:
+      self.check_finite(step)
+      self.save(step, None)
+    self.manager.wait_until_finished()
+    self.print(request.message(step, self.saved_step))
+    raise request.exit()
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -186,12 +346,19 @@ def evaluate_sums(parts: Assembly, params: Any, data: Iterator[Mapping[str, np.n
   return sum_metrics(pending)
 
 
+def last_eval_metrics(workdir: str) -> dict[str, float]:
+  """The latest eval record of the workdir's metrics.jsonl (without step and split), or {}."""
+  records = [r for r in writer.read_jsonl(workdir) if r["split"] == "eval"]
+  return {k: v for k, v in records[-1].items() if k not in ("step", "split")} if records else {}
+
+
 def sum_metrics(pending: list[Mapping[str, jax.Array]]) -> dict[str, float]:
-  """Host-side sums of per-step metric sums (grad_norm, not a sum, is averaged)."""
+  """Host-side sums of per-step metric sums (grad_norm, not a sum, is averaged over the
+  steps that were applied)."""
   host = jax.device_get(pending)
   totals = {name: float(np.sum([m[name] for m in host])) for name in host[0]}
-  if "grad_norm" in totals:
-    totals["grad_norm"] /= len(host)
+  if "grad_norm" in totals:  # skipped steps (NONFINITE) report 0: the mean of the others
+    totals["grad_norm"] /= max(len(host) - totals.get(NONFINITE, 0.0), 1.0)
   return totals
 
 
@@ -217,9 +384,11 @@ def dry_run(config: ml_collections.ConfigDict, *,
      'flops_per_step': analytic train FLOPs of the global batch}.
   """
   parts = assemble(config)
+  print_fn(format_config(config, compact=True))
   abstract_state = parts.abstract_state()
   print_fn(param_overview(abstract_state.params))
   print_fn(parallel.describe(parts.layout))
+  print_fn("compiling the train step ...")
   start = time.perf_counter()
   compiled = parts.lower_train_step().compile()
   memory = compiled.memory_analysis()

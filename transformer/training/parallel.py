@@ -29,12 +29,18 @@ communication).
 
 Multi-host: `initialize_distributed` joins the processes; each process feeds only its rows of
 the global batch (`put_batch`), and metric sums come back reduced over all devices of all
-processes.
+processes. Under `failures_end_every_process` an error on one process ends every process
+within seconds with its message, instead of leaving them waiting in a collective.
 """
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -44,6 +50,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from transformer import cli
 from transformer.training.config import ConfigError
 from transformer.training.state import TrainState
 
@@ -163,10 +170,17 @@ def describe(layout: Layout) -> str:
 
 # ------------------------------------------------------------------------------ placement
 
+def jit_init_state(layout: Layout, init_fn: Callable[[jax.Array], TrainState]
+                   ) -> Callable[[jax.Array], TrainState]:
+  """init_fn compiled to compute its state directly into the layout: no device ever holds
+  more than its shards."""
+  return jax.jit(init_fn, out_shardings=layout.state_sharding)
+
+
 def init_state(layout: Layout, init_fn: Callable[[jax.Array], TrainState],
                rng: jax.Array) -> TrainState:
-  """init_fn(rng) computed directly into the layout: no device ever holds more than its shards."""
-  return jax.jit(init_fn, out_shardings=layout.state_sharding)(rng)
+  """init_fn(rng) computed directly into the layout (`jit_init_state`, compiled each call)."""
+  return jit_init_state(layout, init_fn)(rng)
 
 
 def put_state(layout: Layout, state: TrainState) -> TrainState:
@@ -294,3 +308,99 @@ def main_process_first(fn: Callable[[], Any], name: str) -> Any:
   result = fn() if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices(name)
   return fn() if jax.process_index() != 0 else result
+
+
+# ------------------------------------------------------------------------------ failures
+
+FAILURE_KEY = "transformer/failure"  # in the coordination service's key-value store
+_ACK_KEY = "transformer/failure_ack/"
+_POLL_MS = 1000  # how long one wait for the failure key blocks
+_ACK_SECONDS = 10.0  # how long a failing process waits for the others to see its message
+
+
+def _coordination_client() -> Any:
+  """The coordination service client of `jax.distributed` (None if not initialized)."""
+  from jax._src import distributed  # (its key-value store has no public API)
+  return getattr(distributed.global_state, "client", None)
+
+
+class _FailureWatcher:
+  """A daemon thread that ends this process (exit 1) with the message of another process's
+  failure as soon as it appears in the key-value store."""
+
+  def __init__(self, client: Any):
+    self._client, self._stopped = client, threading.Event()
+    self._thread = threading.Thread(target=self._watch, name="failure-watcher", daemon=True)
+
+  def start(self) -> None:
+    self._thread.start()
+
+  def stop(self) -> None:
+    self._stopped.set()
+    self._thread.join(timeout=2 * _POLL_MS / 1000)
+
+  def _watch(self) -> None:
+    while not self._stopped.is_set():
+      try:
+        message = self._client.blocking_key_value_get(FAILURE_KEY, _POLL_MS)
+      except Exception as e:  # (a timeout, or the service is gone)
+        if "DEADLINE_EXCEEDED" in str(e) or self._stopped.is_set():
+          continue
+        message = f"lost the coordination service ({cli.one_line(e)[:200]})"
+      if self._stopped.is_set():
+        return
+      try:
+        self._client.key_value_set(f"{_ACK_KEY}{jax.process_index()}", "seen")
+      except Exception:  # (the failing process may be gone already)
+        pass
+      os.write(2, f"error: {message}\n".encode())
+      os._exit(cli.STOP_STATUS)
+
+
+def _report_failure(client: Any, message: str) -> None:
+  """Puts `message` in the key-value store and waits (a few seconds at most) until every other
+  process has seen it: process 0 hosts the store, so it must not leave before that."""
+  try:
+    client.key_value_set(FAILURE_KEY, message)
+  except Exception:  # (another process failed first: its message stands)
+    return
+  deadline = time.monotonic() + _ACK_SECONDS
+  for index in range(jax.process_count()):
+    if index == jax.process_index():
+      continue
+    remaining = int(max(deadline - time.monotonic(), 0.0) * 1000)
+    try:
+      client.blocking_key_value_get(f"{_ACK_KEY}{index}", max(remaining, 1))
+    except Exception:  # (it did not answer in time: leave anyway)
+      return
+
+
+@contextlib.contextmanager
+def failures_end_every_process() -> Iterator[None]:
+  """In a multi-process run, an error raised in the `with` block on one process prints its
+  one-line message there (cli.describe; a bug keeps its traceback), tells the other processes,
+  which print `error: process <i> failed: <message>` and exit 1 within seconds, and exits
+  (os._exit, skipping the shutdown barrier that would wait for them). SystemExit (a stop
+  every process agreed on) passes through. One process: nothing changes."""
+  client = _coordination_client() if jax.process_count() > 1 else None
+  if client is None:
+    yield
+    return
+  watcher = _FailureWatcher(client)
+  watcher.start()
+  try:
+    yield
+  except SystemExit:
+    raise
+  except BaseException as error:
+    described = cli.describe(error)
+    if described is None or cli.verbose():
+      traceback.print_exc()
+    message, status = described or (f"{type(error).__name__}: {cli.one_line(error)}",
+                                    cli.STOP_STATUS)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    watcher.stop()
+    _report_failure(client, f"process {jax.process_index()} failed: {message}")
+    os._exit(status)
+  finally:
+    watcher.stop()

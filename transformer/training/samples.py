@@ -13,9 +13,9 @@ from transformer.decoding import generate
 from transformer.models.config import ModelConfig
 from transformer.models.registry import architecture
 from transformer.special_ids import EOS_ID, PAD_ID
+from transformer.training.config import DECODER_ONLY_PROMPT
 
 DecodeFn = Callable[[ModelConfig, Any, Mapping[str, np.ndarray], int], np.ndarray]
-DECODER_ONLY_PROMPT = 8  # tokens of a validation text that prompt a decoder-only model
 
 
 def decode_greedily(cfg: ModelConfig, params: Any, batch: Mapping[str, np.ndarray],

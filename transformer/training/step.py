@@ -5,6 +5,11 @@
 metric sums, optionally psums both over `axis_name` (pmap), divides the gradient by the
 stage's denominator, and applies one optimizer update. The result equals the gradient of
 the mean loss over the whole batch. Device placement is the caller's (`parallel.py`).
+
+Every step also returns `sums[NONFINITE] = 1.0` if its loss sums or gradient norm are not
+finite (else 0.0): the loop reads it with the other sums, so no extra host transfer per step.
+With `skip_nonfinite`, such a step keeps the old params and optimizer state (the step count
+still advances, so the batch is skipped) and its metric sums are zeroed.
 """
 
 from collections.abc import Callable
@@ -18,6 +23,17 @@ from transformer.training.stages import Batch, LossFn
 from transformer.training.state import TrainState
 
 Sums = dict[str, jnp.ndarray]
+NONFINITE = "nonfinite_steps"  # the sums entry: 1.0 on a step with a non-finite loss or gradient
+
+
+def all_finite(tree: Any) -> jnp.ndarray:
+  """bool []: every element of every floating leaf of `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+is_finite = jax.jit(all_finite)  # all_finite compiled (once per tree structure and placement)
 
 
 def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array,
@@ -52,7 +68,8 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Ar
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominator: str, *,
-                    grad_accum_steps: int = 1, axis_name: str | None = None
+                    grad_accum_steps: int = 1, axis_name: str | None = None,
+                    skip_nonfinite: bool = False
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]:
   """Builds the pure train step.
 
@@ -62,20 +79,30 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominat
     denominator: key of the sums the gradient is divided by ('tokens' or 'pairs').
     grad_accum_steps: microbatches per step.
     axis_name: if set (under pmap), gradients and sums are psummed over this axis.
+    skip_nonfinite: a step with a non-finite loss or gradient leaves params and optimizer
+      state as they were (see the module docstring).
 
   Returns:
-    train_step(state, batch, rng) -> (new state, sums incl. 'grad_norm').
+    train_step(state, batch, rng) -> (new state, sums incl. 'grad_norm' and NONFINITE).
   """
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Sums]:
     grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, grad_accum_steps)
     if axis_name is not None:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums[denominator], 1.0), grads)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(grad_norm) & all_finite(sums)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state)
-    return new_state, {**sums, "grad_norm": optax.global_norm(grads)}
+    params = optax.apply_updates(state.params, updates)
+    if skip_nonfinite:
+      keep_old = lambda new, old: jnp.where(finite, new, old)
+      params = jax.tree.map(keep_old, params, state.params)
+      opt_state = jax.tree.map(keep_old, opt_state, state.opt_state)
+      sums = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), sums)
+      grad_norm = jnp.where(finite, grad_norm, 0.0)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {**sums, "grad_norm": grad_norm,
+                       NONFINITE: jnp.logical_not(finite).astype(jnp.float32)}
   return train_step
 
 

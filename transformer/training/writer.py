@@ -1,7 +1,10 @@
 """Where metrics go: TensorBoard event files, `metrics.jsonl`, the progress line, and a PNG plot.
 
 Every record is (step, split, {name: float}); splits are 'train' and 'eval'. The JSONL file
-is appended to on resume, so it holds the whole history of a workdir.
+holds the whole history of a workdir, one record per (step, split): a run resumed from step s
+first drops the records after s (steps it will train again; `MetricWriter(resume_step=s)`),
+and TensorBoard is told to purge them too. A torn last line (a run killed mid-write) is
+ignored with a warning.
 """
 
 import json
@@ -10,6 +13,7 @@ import os
 from collections.abc import Mapping
 
 import matplotlib
+from absl import logging
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
@@ -21,11 +25,17 @@ PLOT_FILE = "curves.png"
 
 
 class MetricWriter:
-  """Writes scalars to `workdir/tensorboard` and `workdir/metrics.jsonl`."""
+  """Writes scalars to `workdir/tensorboard` and `workdir/metrics.jsonl`.
 
-  def __init__(self, workdir: str):
+  resume_step: the step the run starts from; earlier records after it (and torn lines) are
+  dropped first, so each (step, split) is written once. A run from scratch (0) starts over.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0):
     os.makedirs(workdir, exist_ok=True)
-    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+    keep_records_until(workdir, resume_step if resume_step > 0 else -1)
+    self._tensorboard = tensorboardX.SummaryWriter(
+        os.path.join(workdir, TENSORBOARD_DIR), purge_step=resume_step + 1 if resume_step else None)
     self._jsonl = open(os.path.join(workdir, JSONL_FILE), "a")
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
@@ -50,20 +60,54 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(step: int, num_steps: int, loss: float, learning_rate: float,
-                  tokens_per_second: float, mfu: float, eta_seconds: float) -> str:
-  """`step 120/600 | loss 3.2101 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% | ETA 2m10s`."""
-  return (f"step {step}/{num_steps} | loss {loss:.4f} | lr {learning_rate:.2e} | "
+                  tokens_per_second: float, mfu: float, eta_seconds: float,
+                  grad_norm: float | None = None) -> str:
+  """`step 120/600 | loss 3.2101 | grad norm 0.412 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% |
+  ETA 2m10s` (one line; the gradient's global norm before clipping, averaged since the last
+  line; MFU in percent)."""
+  norm = "" if grad_norm is None else f" | grad norm {grad_norm:.3f}"
+  return (f"step {step}/{num_steps} | loss {loss:.4f}{norm} | lr {learning_rate:.2e} | "
           f"{tokens_per_second:,.0f} tok/s | MFU {100 * mfu:.1f}% | "
           f"ETA {format_duration(eta_seconds)}")
 
 
 def read_jsonl(workdir: str) -> list[dict]:
-  """Every record of `workdir/metrics.jsonl` (empty if there is none)."""
+  """Every record of `workdir/metrics.jsonl` (empty if there is none); a line that is not a
+  JSON record (the torn last line of a killed run) is skipped with a warning."""
   path = os.path.join(workdir, JSONL_FILE)
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        record = None
+      if not isinstance(record, dict) or "step" not in record or "split" not in record:
+        logging.warning("%s:%d: ignoring a line that is not a whole metrics record "
+                        "(a run stopped while writing it?)", path, number)
+        continue
+      records.append(record)
+  return records
+
+
+def keep_records_until(workdir: str, step: int) -> None:
+  """Rewrites metrics.jsonl (atomically) with the records of steps <= `step` only, the last
+  one of each (step, split), and no torn lines. Nothing to do without a file."""
+  path = os.path.join(workdir, JSONL_FILE)
+  if not os.path.exists(path):
+    return
+  kept = {}
+  for record in read_jsonl(workdir):
+    if record["step"] <= step:
+      kept.pop((record["step"], record["split"]), None)  # the last one wins, in file order
+      kept[(record["step"], record["split"])] = record
+  with open(path + ".tmp", "w") as f:
+    f.writelines(json.dumps(record) + "\n" for record in kept.values())
+  os.replace(path + ".tmp", path)
 
 
 def plot_curves(workdir: str,

@@ -8,7 +8,8 @@ File formats, chosen by extension:
              preferences {'prompt', 'chosen', 'rejected'}; extra fields ignored.
 
 Bad-data policy (decided per case, so nothing fails deep inside the pipeline):
-- empty file (or only whitespace):  skipped, counted in the log (warning);
+- empty file (or only whitespace):  skipped, counted in the log (warning); if every file
+                                    is empty: rejected, ValueError naming `file_pattern`;
 - blank line in a TSV/JSONL file:   skipped, counted in the log;
 - invalid UTF-8:                    rejected: ValueError naming file and line;
 - row missing a field (TSV without exactly one tab, JSONL missing a key or
@@ -74,7 +75,7 @@ def read_records(pattern: str, kind: str) -> list[dict[str, str]]:
   paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
   if not paths:
     raise ValueError(f"file_pattern: no file matches {pattern!r}")
-  records, empty_files, blank_lines = [], 0, 0
+  records, empty_paths, blank_lines = [], [], 0
   for path in paths:
     extension = os.path.splitext(path)[1]
     if kind not in EXTENSION_KINDS.get(extension, ()):
@@ -83,8 +84,7 @@ def read_records(pattern: str, kind: str) -> list[dict[str, str]]:
     with open(path, "rb") as f:
       text = _decode(path, f.read())
     if not text.strip():
-      empty_files += 1
-      logging.warning("local files: skipping empty file %s", path)
+      empty_paths.append(path)
       continue
     if extension == ".txt":
       records.append({"text": text})
@@ -96,6 +96,11 @@ def read_records(pattern: str, kind: str) -> list[dict[str, str]]:
         records.append(_tsv_row(path, number, line))
       else:
         records.append(_jsonl_row(path, number, line, kind))
+  if not records:
+    raise ValueError(f"file_pattern: the {len(paths)} file(s) matching {pattern!r} hold no "
+                     f"records ({len(empty_paths)} empty, {blank_lines} blank lines)")
+  for path in empty_paths:  # after the check: an error comes alone
+    logging.warning("local files: skipping empty file %s", path)
   logging.info("local files %r: %d records from %d files; skipped %d empty files, %d blank lines",
-               pattern, len(records), len(paths), empty_files, blank_lines)
+               pattern, len(records), len(paths), len(empty_paths), blank_lines)
   return records
