@@ -19,15 +19,31 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture):
   --config=experiments/finetune_lm.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
+from transformer.training.presets import (
+  DECODER_ONLY,
+  ENCODER_DECODER,
+  embedded_corpus_run,
+  parse_arg,
+  shrink,
+)
+
+VARIANTS = ("encoder_decoder", "decoder_only")
 
 
 def get_config(arg: str | None = None):
-  """The prefix-LM fine-tuning config; `arg` 'tiny' gives the seconds-long variant."""
-  _, tiny = parse_arg(arg, "finetune_lm")
-  c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "prefix_lm", num_train_steps=200)
-  c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
-                 num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
-  c.optimizer.learning_rate = 1e-3
+  """The fine-tuning config of `arg`'s architecture (default encoder_decoder); 'tiny' gives
+  the seconds-long variant."""
+  architecture, tiny = parse_arg(arg, "finetune_lm", VARIANTS, default="encoder_decoder")
+  if architecture == "encoder_decoder":
+    c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "seq2seq",
+                            num_train_steps=300)
+    c.data.update(targets_len=32, num_sentinels=32)  # pretrain_span.py's tokenizer
+    c.model.update(**ENCODER_DECODER, dropout_rate=0.1)
+    c.label_smoothing = 0.1
+  else:
+    c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "prefix_lm",
+                            num_train_steps=200)
+    c.model.update(**DECODER_ONLY)
+    c.optimizer.learning_rate = 1e-3
   c.eval_steps = 0                 # the whole validation split
   return shrink(c) if tiny else c

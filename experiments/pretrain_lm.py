@@ -17,7 +17,7 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture):
   --config=experiments/pretrain_lm.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
+from transformer.training.presets import DECODER_ONLY, embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
@@ -25,6 +25,5 @@ def get_config(arg: str | None = None):
   variant."""
   _, tiny = parse_arg(arg, "pretrain_lm")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=400)
-  c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
-                 num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
+  c.model.update(**DECODER_ONLY)
   return shrink(c) if tiny else c

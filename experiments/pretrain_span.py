@@ -17,7 +17,7 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture):
   --config=experiments/pretrain_span.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
+from transformer.training.presets import ENCODER_DECODER, embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
@@ -26,6 +26,5 @@ def get_config(arg: str | None = None):
   _, tiny = parse_arg(arg, "pretrain_span")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "span_corruption", num_train_steps=300)
   c.data.num_sentinels = 32
-  c.model.update(architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
-                 num_decoder_layers=2)
+  c.model.update(**ENCODER_DECODER)
   return shrink(c) if tiny else c

@@ -22,7 +22,7 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture on 
 the corpus): --config=experiments/quickstart.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
+from transformer.training.presets import ENCODER_DECODER, embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
@@ -30,8 +30,7 @@ def get_config(arg: str | None = None):
   _, tiny = parse_arg(arg, "quickstart")
   c = embedded_corpus_run("finetune", "stdlib_corpus/summarize", "seq2seq", num_train_steps=300)
   c.data.targets_len = 32
-  c.model.update(architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
-                 num_decoder_layers=2, dropout_rate=0.1)
+  c.model.update(**ENCODER_DECODER, dropout_rate=0.1)
   c.label_smoothing = 0.1
   c.eval_steps = 0                 # the whole validation split
   c.num_samples = 3

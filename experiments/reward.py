@@ -26,24 +26,39 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture; ro
   --config=experiments/reward.py:tiny
 """
 
-from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
+from transformer.training.presets import (
+  EMBEDDED_MODELS,
+  embedded_corpus_run,
+  parse_arg,
+  shrink,
+)
+
+VARIANTS = ("encoder_decoder", "decoder_only")
 
 
 def get_config(arg: str | None = None):
-  """The reward-model config; `arg` 'tiny' gives the seconds-long variant."""
-  _, tiny = parse_arg(arg, "reward")
-  c = embedded_corpus_run("reward", "stdlib_corpus/preferences", "preference",
-                          num_train_steps=160)
-  c.model.update(architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
-                 num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
+  """The reward-model config of `arg`'s architecture (default encoder_decoder); 'tiny' gives
+  the seconds-long variant."""
+  architecture, tiny = parse_arg(arg, "reward", VARIANTS, default="encoder_decoder")
+  encoder = architecture == "encoder_decoder"
+  c = embedded_corpus_run("reward", "stdlib_corpus/preferences",
+                          "preference_seq2seq" if encoder else "preference", num_train_steps=300)
+  c.model.update(**EMBEDDED_MODELS[architecture])
+  if encoder:  # the code's first 48 tokens (its signature and first lines) to the encoder
+    c.data.update(seq_len=48, targets_len=32, num_sentinels=32)
+  else:  # prompt + response in rows of 64
+    c.data.seq_len = 64
   c.data.num_responses = 4
-  c.global_batch_size = 16         # prompts per step (64 responses)
-  c.optimizer.update(learning_rate=3e-4, warmup_steps=10)
+  c.global_batch_size = 32         # prompts per step (128 responses)
+  c.optimizer.update(learning_rate=3e-4, warmup_steps=20)
   c.eval_steps = 0                 # the whole validation split
   c.best_metric = "accuracy"
   c.best_mode = "max"
   c.num_samples = 0
   if tiny:
     shrink(c)
-    c.data.seq_len = 96            # summaries of a 400-piece vocabulary need more than 32
+    if encoder:
+      c.data.update(seq_len=48, targets_len=32)
+    else:
+      c.data.seq_len = 96          # summaries of a 400-piece vocabulary need more than 32
   return c

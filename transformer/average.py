@@ -9,7 +9,7 @@ it with --averaged=that folder (or average on the fly with --average_last=K). Th
 in float32 (`training/averaging.py`). Usage errors are one line on stderr (exit status 2).
 """
 
-from absl import flags, logging
+from absl import flags
 
 from transformer import cli
 
@@ -20,8 +20,6 @@ _STEPS = flags.DEFINE_list("steps", [], "Average the checkpoints of these steps,
 
 def main(argv: list[str]) -> None:
   del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   from transformer.training import averaging
 
   if not all(s.isdigit() for s in _STEPS.value):

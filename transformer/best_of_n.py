@@ -23,8 +23,9 @@ from typing import Any
 import jax
 import numpy as np
 import sacrebleu
-from absl import app, flags, logging
+from absl import app, flags
 
+from transformer import cli
 from transformer.data import pipeline
 from transformer.decoding import generate
 from transformer.decoding.prompts import decode_outputs
@@ -92,10 +93,14 @@ def sample_pool(config: ModelConfig, params: Any, prompts: Sequence[np.ndarray],
 
 
 def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
-             num_prompts: int = 128, pool: int = 16, max_new_tokens: int = 32, seed: int = 0,
+             num_prompts: int = 128, pool: int = 16, max_new_tokens: int | None = None,
+             seed: int = 0,
              temperature: float = 1.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """(the best-of-N JSON of the module docstring, per-prompt candidates with scores)."""
+  """(the best-of-N JSON of the module docstring, per-prompt candidates with scores);
+  `max_new_tokens` None: the reward model's response budget."""
   rm = load_reward_model(reward_workdir)
+  if max_new_tokens is None:
+    max_new_tokens = rm.response_budget()
   if max_new_tokens > rm.response_budget():
     raise ConfigError(f"max_new_tokens={max_new_tokens}: no room for the EOS in the reward "
                       f"model's response budget ({rm.response_budget()} tokens)")
@@ -169,7 +174,9 @@ def define_flags() -> None:
   flags.DEFINE_string("split", "test", "Split whose prompts are used.")
   flags.DEFINE_integer("num_prompts", 128, "Prompts evaluated (0 = all).")
   flags.DEFINE_integer("pool", 16, "Samples drawn once per prompt.")
-  flags.DEFINE_integer("max_new_tokens", 32, "Tokens sampled per candidate.")
+  flags.DEFINE_integer("max_new_tokens", None,
+                       "Tokens sampled per candidate (default: the reward model's response "
+                       "budget).")
   flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_string("out", None, "Where the JSON and plot go.", required=True)
@@ -178,8 +185,6 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   if f.pool < 1:
     raise app.UsageError(f"--pool must be >= 1, got {f.pool}")
@@ -194,4 +199,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

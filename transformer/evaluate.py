@@ -24,7 +24,7 @@ lines go to stderr. Nothing else in DIR changes. Usage errors are one line (exit
 import json
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 from transformer import cli, decoding
 
@@ -54,8 +54,6 @@ _OUTPUT = flags.DEFINE_string(
 
 def main(argv: list[str]) -> None:
   del argv
-  if not flags.FLAGS["verbosity"].present:  # library INFO logs off unless asked for
-    logging.set_verbosity(logging.WARNING)
   from transformer.training.config import ConfigError
   from transformer.training.evaluation import evaluate_run
 

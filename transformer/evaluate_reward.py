@@ -20,8 +20,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
+from transformer import cli
 from transformer.data import pipeline
 from transformer.models.registry import architecture, build_model
 from transformer.training import checkpoints
@@ -132,8 +133,6 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   try:
     f = flags.FLAGS
     result = evaluate(f.workdir, f.baseline_workdir, f.split, f.batch_size, f.train_mean)
@@ -144,4 +143,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

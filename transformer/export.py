@@ -12,7 +12,7 @@ latest checkpoint's, --step's, the mean of the last --average_last checkpoints, 
 average (--averaged). Usage errors are one line on stderr (exit status 2).
 """
 
-from absl import flags, logging
+from absl import flags
 
 from transformer import cli
 
@@ -28,8 +28,6 @@ _AVERAGED = flags.DEFINE_string(
 
 def main(argv: list[str]) -> None:
   del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   from transformer.training.export import export_run
 
   try:

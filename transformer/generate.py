@@ -35,7 +35,7 @@ import json
 import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from transformer import cli, decoding, inference
 from transformer.data.tokenizer import Tokenizer, load_tokenizer
@@ -132,8 +132,6 @@ def one_line(text: str) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax) off unless asked for
-    logging.set_verbosity(logging.WARNING)
   try:
     model_config, params, tokenizer = load_for_generation(
         _WORKDIR.value, _STEP.value, average_last=_AVERAGE_LAST.value, averaged=_AVERAGED.value)

@@ -1,15 +1,18 @@
 r"""The RLHF pipeline in one command: pretrain -> fine-tune -> reward -> best-of-N evaluation.
 
   python -m transformer.rlhf_pipeline --workdir=runs/rlhf
+  python -m transformer.rlhf_pipeline --workdir=runs/rlhf_lm --architecture=decoder_only
 
 Each training stage is an ordinary experiment file run by the ordinary loop in its own
-subfolder of --workdir, initialised from the stage before, decoder-only throughout:
+subfolder of --workdir, initialised from the stage before, one architecture throughout
+(--architecture: encoder_decoder, the default, or decoder_only):
 
-  pretrain/          experiments/pretrain_lm.py    causal LM on the stdlib source
-  finetune/          experiments/finetune_lm.py    code -> summary, init_from pretrain/
-  finetune_scratch/  experiments/finetune_lm.py    the same from scratch (same tokenizer and
-                                                   budget: what pretraining bought)
-  reward/            experiments/reward.py         reward model, init_from finetune/
+  pretrain/          experiments/pretrain_span.py (encoder-decoder, span corruption) or
+                     experiments/pretrain_lm.py (decoder-only, causal LM), on the stdlib source
+  finetune/          experiments/finetune_lm.py:<architecture>  code -> summary, init_from
+                     pretrain/
+  finetune_scratch/  the same from scratch (same tokenizer and budget: what pretraining bought)
+  reward/            experiments/reward.py:<architecture>  reward model, init_from finetune/
   eval_reward.json   held-out pairwise accuracy against the likelihood baseline
   bon/               best-of-N (16 samples per test prompt): JSON and plot
 
@@ -28,20 +31,34 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from transformer import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = (  # (name, experiment, init_from, tokenizer from)
-    ("pretrain", "pretrain_lm", None, None),
-    ("finetune", "finetune_lm", "pretrain", None),
-    ("finetune_scratch", "finetune_lm", None, "pretrain"),
-    ("reward", "reward", "finetune", None),
-)
+ARCHITECTURES = ("encoder_decoder", "decoder_only")
+PRETRAIN = {"encoder_decoder": "pretrain_span", "decoder_only": "pretrain_lm"}
+STAGE_NAMES = ("pretrain", "finetune", "finetune_scratch", "reward")
+
+
+def stages(architecture: str) -> tuple[tuple[str, str, str | None, str | None], ...]:
+  """(name, experiment[:variant], init_from, tokenizer from) of each training stage, in
+  order."""
+  return (("pretrain", PRETRAIN[architecture], None, None),
+          ("finetune", f"finetune_lm:{architecture}", "pretrain", None),
+          ("finetune_scratch", f"finetune_lm:{architecture}", None, "pretrain"),
+          ("reward", f"reward:{architecture}", "finetune", None))
+
+
 TIMES_FILE = "pipeline_times.json"
+PIPELINE_FILE = "pipeline.json"  # the architecture and size a workdir's stages were run with
 
 
-def load_experiment(name: str, arg: str | None) -> Any:
-  """`get_config(arg)` of experiments/<name>.py, loaded by path as --config does."""
+def load_experiment(experiment: str, tiny: bool) -> Any:
+  """`get_config(arg)` of experiments/<name>.py for 'name[:variant]' (with ',tiny' if
+  `tiny`), loaded by path as --config does."""
+  name, _, variant = experiment.partition(":")
+  arg = ",".join(word for word in (variant, "tiny" if tiny else "") if word) or None
   path = os.path.join(ROOT, "experiments", f"{name}.py")
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -88,13 +105,29 @@ def last_eval(workdir: str) -> dict[str, float]:
   return rows[-1] if rows else {}
 
 
-def run_pipeline(workdir: str, *, tiny: bool = False, data_dir: str = "",
-                 num_prompts: int = 128, print_fn: Callable[[str], None] = print) -> str:
-  """Runs (or resumes) every stage and evaluation; returns the report's path."""
+def run_pipeline(workdir: str, *, architecture: str = "encoder_decoder", tiny: bool = False,
+                 data_dir: str = "", num_prompts: int = 128,
+                 print_fn: Callable[[str], None] = print) -> str:
+  """Runs (or resumes) every stage and evaluation; returns the report's path.
+
+  Raises ValueError for an unknown architecture or a workdir holding another one's pipeline.
+  """
+  if architecture not in ARCHITECTURES:
+    raise ValueError(f"--architecture must be one of {ARCHITECTURES}, got {architecture!r}")
   os.makedirs(workdir, exist_ok=True)
+  marker = os.path.join(workdir, PIPELINE_FILE)
+  if os.path.exists(marker):
+    with open(marker) as f:
+      held = json.load(f)
+    if held != {"architecture": architecture, "tiny": tiny}:
+      raise ValueError(f"--workdir={workdir} holds the pipeline of {held}, not of "
+                       f"architecture={architecture!r}, tiny={tiny}: use another workdir")
+  else:
+    with open(marker, "w") as f:
+      json.dump({"architecture": architecture, "tiny": tiny}, f)
   configs = {}
-  for name, experiment, init_from, tokenizer_from in STAGES:
-    config = load_experiment(experiment, "tiny" if tiny else None)
+  for name, experiment, init_from, tokenizer_from in stages(architecture):
+    config = load_experiment(experiment, tiny)
     config.data.data_dir = data_dir or config.data.data_dir
     stage_dir = os.path.join(workdir, name)
     if init_from:
@@ -134,7 +167,7 @@ def run_pipeline(workdir: str, *, tiny: bool = False, data_dir: str = "",
     start = time.perf_counter()
     result, details = best_of_n.evaluate(
         os.path.join(workdir, "finetune"), os.path.join(workdir, "reward"), "test",
-        num_prompts=num_prompts, pool=16, max_new_tokens=8 if tiny else 32)
+        num_prompts=num_prompts, pool=16, max_new_tokens=8 if tiny else None)
     best_of_n.write(result, details, os.path.join(workdir, "bon"))
     _record_time(workdir, "best_of_n", time.perf_counter() - start)
   with open(bon_path) as f:
@@ -152,7 +185,7 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
   """The summary table, printed and written with the plots to <workdir>/report.md."""
   times = _times(workdir)
   rows = []
-  for name, *_ in STAGES:
+  for name in STAGE_NAMES:
     metrics = last_eval(os.path.join(workdir, name))
     if name == "reward":
       key = (f"val accuracy {_fmt(metrics.get('accuracy'))}, "
@@ -177,7 +210,7 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
   table.append(f"| total | | {total:.0f} s | |")
   text = "\n".join(table)
   print_fn(text)
-  plots = [f"![{name}]({name}/curves.png)" for name, *_ in STAGES
+  plots = [f"![{name}]({name}/curves.png)" for name in STAGE_NAMES
            if os.path.exists(os.path.join(workdir, name, "curves.png"))]
   report = os.path.join(workdir, "report.md")
   with open(report, "w") as f:
@@ -192,6 +225,8 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage's subfolder goes.",
                                required=True)
+_ARCHITECTURE = flags.DEFINE_enum("architecture", "encoder_decoder", ARCHITECTURES,
+                                  "The one architecture of every stage.")
 _TINY = flags.DEFINE_bool("tiny", False, "Run the experiments' tiny variants (a smoke test).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir of the corpus ('' = default).")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 128, "Test prompts of the best-of-N eval.")
@@ -200,14 +235,12 @@ _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 128, "Test prompts of the bes
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   start = time.perf_counter()
-  run_pipeline(_WORKDIR.value, tiny=_TINY.value, data_dir=_DATA_DIR.value,
-               num_prompts=_NUM_PROMPTS.value,
+  run_pipeline(_WORKDIR.value, architecture=_ARCHITECTURE.value, tiny=_TINY.value,
+               data_dir=_DATA_DIR.value, num_prompts=_NUM_PROMPTS.value,
                print_fn=lambda line: print(line, flush=True))
   print(f"pipeline finished in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -29,7 +29,7 @@ that fails ends the others within seconds, with its message.
 import os
 import traceback
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from transformer import cli
@@ -121,8 +121,6 @@ def fail(message: str) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  if not flags.FLAGS["verbosity"].present:  # library INFO logs (Orbax, XLA) off unless asked for
-    logging.set_verbosity(logging.WARNING)
   distributed = _DISTRIBUTED.value or bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
   if not distributed or _PRINT_CONFIG.value:
     from transformer.training.config import format_config, validate

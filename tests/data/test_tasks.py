@@ -43,18 +43,23 @@ def test_truncation_keeps_the_start_of_inputs_and_never_cuts_targets():
 def test_preference_truncation_never_makes_responses_equal(seed):
   rng = np.random.default_rng(seed)
   prompt = rng.integers(10, 20, size=rng.integers(1, 40))
-  responses = [rng.integers(10, 13, size=rng.integers(1, 6)) for _ in range(4)]
+  responses = [rng.integers(10, 13, size=rng.integers(1, 14)) for _ in range(4)]
   fields = (prompt, *responses)
   cfg = type("Cfg", (), dict(seq_len=12, num_responses=4, truncate_inputs=True, targets_len=0))
   for task in ("preference", "preference_seq2seq"):
     examples = tasks.TASKS[task].examples(fields, None, cfg)
-    if not tasks.distinct_responses(tuple(responses)):
+    room = 12 - 2 if task == "preference" else 12 - 1  # EOS (and one prompt token)
+    if (not tasks.distinct_responses(tuple(responses))
+        or all(len(r) > room for r in responses[1:])):  # no pair left: the record is dropped
       assert examples == []
       continue
     (example,) = examples
     lengths = tasks.TASKS[task].lengths(cfg)
     for k, response in enumerate(responses):
       seq, weights = example[f"response_{k}"], example[f"response_{k}_weights"]
+      if k and len(response) > room:  # a rejected response that cannot fit is left out
+        assert len(seq) == 0 and len(weights) == 0
+        continue
       assert seq[weights > 0].tolist() == response.tolist() + [EOS]  # never cut
       if tasks.fits(example, lengths):
         assert len(seq) <= 12

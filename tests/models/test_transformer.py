@@ -52,6 +52,19 @@ def test_encoder_decoder_matches_numpy():
     np.testing.assert_allclose(logits[b][valid], expected[valid], atol=1e-5, rtol=1e-5)
 
 
+def test_k_targets_per_input_equal_the_input_repeated():
+  """Targets of k * b rows read input i in rows i*k .. i*k + k-1 (encoded once), exactly as
+  the k-times repeated inputs would."""
+  inputs = np.array(tokens((2, 7), 3))
+  inputs[1, 4:] = 0
+  targets = np.array(tokens((6, 5), 4))
+  targets[2, 3:] = 0
+  params = init(TINY, inputs, targets[:2])
+  shared = forward(TINY, params, inputs, targets)
+  repeated = forward(TINY, params, np.repeat(inputs, 3, axis=0), targets)
+  np.testing.assert_allclose(shared, repeated, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("architecture", ["encoder_decoder", "decoder_only"])
 def test_causality_gradient_is_exactly_zero(architecture):
   cfg = dataclasses.replace(TINY, architecture=architecture).eval()

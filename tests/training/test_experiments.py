@@ -10,7 +10,9 @@ import tensorflow_datasets as tfds
 from tests.training.conftest import ROOT, load_experiment
 from transformer.training.loop import run
 
-VARIANTS = {"wmt14_ende": ("base", "big"), "baselines": ("lstm", "gated_cnn", "transformer")}
+VARIANTS = {"wmt14_ende": ("base", "big"), "baselines": ("lstm", "gated_cnn", "transformer"),
+            "finetune_lm": ("encoder_decoder", "decoder_only"),
+            "reward": ("encoder_decoder", "decoder_only")}
 EXPERIMENTS = sorted(
     (name, ",".join(filter(None, (variant, "tiny"))))
     for name in (os.path.basename(path)[:-3]

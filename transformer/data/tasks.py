@@ -17,7 +17,9 @@ brings them to fixed lengths.
                    targets = each sentinel followed by the span it replaced.
 - preference:      (prompt, K responses, best first) -> `response_k` = prompt + response
                    + EOS, `response_k_weights` 1.0 on the response and EOS (decoder-only);
-                   the prompt is cut to fit the longest response, responses never are.
+                   the prompt is cut to fit the longest response, responses never are: a
+                   rejected response that cannot fit is left out (its pair dropped), a
+                   record left without a pair is dropped.
 - preference_seq2seq: the same for an encoder-decoder: `inputs` = prompt + EOS,
                    `response_k` = response + EOS.
 
@@ -322,19 +324,36 @@ def _prefix_lm_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
   return [prefix_lm(*fields, max_len=cfg.seq_len if cfg.truncate_inputs else None)]
 
 
-def _preference_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
-  """Records whose responses repeat the best one are dropped (no pair to learn from)."""
-  del rng
+def fitting_responses(responses: tuple[np.ndarray, ...], room: int) -> tuple[np.ndarray, ...]:
+  """`responses` with each rejected one (k >= 1) longer than `room` tokens made empty (its
+  pairs are dropped); the best one is kept whatever its length (the example is then over-long,
+  and the pipeline skips and counts it)."""
+  return responses[:1] + tuple(r if len(r) <= room else r[:0] for r in responses[1:])
+
+
+def _preference_responses(fields, cfg, room: int) -> tuple[np.ndarray, ...] | None:
+  """The K responses of a record that fit in `room` tokens, or None when one repeats the best
+  or (K >= 2) none of the rejected ones is left: no pair to learn from, the record is dropped.
+  K = 1 (one response to score) keeps the record."""
   responses = tuple(fields[1:1 + cfg.num_responses])
   if not distinct_responses(responses):
+    return None
+  responses = fitting_responses(responses, room)
+  return responses if len(responses) == 1 or any(len(r) for r in responses[1:]) else None
+
+
+def _preference_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
+  del rng
+  responses = _preference_responses(fields, cfg, cfg.seq_len - 2)  # EOS and 1 prompt token
+  if responses is None:
     return []
   return [preference(fields[0], *responses, max_len=cfg.seq_len if cfg.truncate_inputs else None)]
 
 
 def _preference_seq2seq_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
   del rng
-  responses = tuple(fields[1:1 + cfg.num_responses])
-  if not distinct_responses(responses):
+  responses = _preference_responses(fields, cfg, (cfg.targets_len or cfg.seq_len) - 1)  # EOS
+  if responses is None:
     return []
   return [preference_seq2seq(fields[0], *responses,
                              max_inputs=cfg.seq_len if cfg.truncate_inputs else None)]

@@ -207,11 +207,17 @@ class EncoderDecoder(nn.Module):
                return_hidden: bool = False) -> jnp.ndarray:
     """Teacher-forced logits [batch, target_len, vocab] for inputs [b, s] and targets [b, t].
 
+    Targets may have k * b rows (k responses to each input, e.g. a reward model's): rows
+    i*k .. i*k + k-1 then read input i, encoded once.
     return_hidden: the decoder's final hidden states [batch, target_len, d_model] instead.
     """
     inputs_segmentation = segmentation_or_default(inputs, inputs_segmentation)
     targets_segmentation = segmentation_or_default(targets, targets_segmentation)
     encoded = self.encode(inputs, inputs_segmentation, inputs_position)
+    if targets.shape[0] != inputs.shape[0]:
+      k = targets.shape[0] // inputs.shape[0]
+      encoded = jnp.repeat(encoded, k, axis=0)
+      inputs_segmentation = jnp.repeat(inputs_segmentation, k, axis=0)
     return self.decode(encoded, inputs_segmentation,
                        shift_right(targets, targets_segmentation),
                        targets_segmentation, targets_position, return_hidden)

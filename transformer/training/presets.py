@@ -42,6 +42,15 @@ def embedded_corpus_run(stage: str, name: str, task: str,
   return c
 
 
+ENCODER_DECODER = dict(  # the embedded-corpus encoder-decoder (~1M params): 2 + 2 post-LN layers
+    architecture="encoder_decoder", num_heads=4, d_ff=512, num_encoder_layers=2,
+    num_decoder_layers=2)
+DECODER_ONLY = dict(  # the embedded-corpus causal LM (~0.9M params): 4 pre-LN layers, rotary
+    architecture="decoder_only", num_heads=4, d_ff=512, num_encoder_layers=0,
+    num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
+EMBEDDED_MODELS = {"encoder_decoder": ENCODER_DECODER, "decoder_only": DECODER_ONLY}
+
+
 TINY = "tiny"
 TINY_PACKAGES = ("email", "json", "http")  # the slice of the embedded corpus a tiny run reads
 
@@ -80,7 +89,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                  num_decoder_layers=1)
   c.data.update(seq_len=128 if seq2seq else 32, targets_len=64 if seq2seq else 0,
                 vocab_size=400 if c.data.source == "stdlib" else 300,
-                num_sentinels=8 if c.data.task == "span_corruption" else 0,
+                num_sentinels=8 if c.data.num_sentinels else 0,
                 spm_input_sentence_size=20_000, spm_character_coverage=0.9995)
   if c.data.source == "stdlib":
     c.data.stdlib_packages = TINY_PACKAGES

@@ -141,9 +141,9 @@ def response_batch(batch: Batch) -> tuple[dict[str, jnp.ndarray], jnp.ndarray, i
   """A preference batch as one model batch of its b*K responses.
 
   Returns:
-    ({'targets' [b*K, L] (and 'inputs' [b*K, S], each prompt repeated K times, if the task
-    has an encoder)}, response weights float32 [b*K, L], K). Row i*K + k is response k of
-    element i.
+    ({'targets' [b*K, L] (and 'inputs' [b, S] if the task has an encoder: the model
+    encodes each prompt once for its K responses)}, response weights float32 [b*K, L], K).
+    Row i*K + k is response k of element i.
   """
   names = response_names(batch)
   tokens = jnp.stack([batch[n] for n in names], axis=1)
@@ -151,7 +151,7 @@ def response_batch(batch: Batch) -> tuple[dict[str, jnp.ndarray], jnp.ndarray, i
   b, k, length = tokens.shape
   flat = {"targets": tokens.reshape(b * k, length)}
   if "inputs" in batch:
-    flat["inputs"] = jnp.repeat(batch["inputs"], k, axis=0)
+    flat["inputs"] = batch["inputs"]
   return flat, weights.reshape(b * k, length), k
 
 
