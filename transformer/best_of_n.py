@@ -113,7 +113,8 @@ def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
                       max_new_tokens=max_new_tokens, seed=seed, temperature=temperature)
   candidates = [decode_outputs(rm.tokenizer, np.stack(p)) for p in pools]
   flat = [c for cs in candidates for c in cs]
-  proxy = rm.score_texts([p for p in prompts for _ in range(pool)], flat).reshape(-1, pool)
+  proxy = rm.score_texts([p for p in prompts for _ in range(pool)], flat,
+                        cut_responses=True).reshape(-1, pool)
   gold = np.array([[sacrebleu.sentence_chrf(c, [ref]).score for c in cs]
                    for cs, ref in zip(candidates, references, strict=True)])
   curves = {n: expected_best_of_n(proxy, gold, n) for n in NS if n <= pool}

@@ -166,7 +166,7 @@ def main(argv: list[str]) -> None:
         seed=_SEED.value, method=method, max_new_tokens=max_new, beam_size=_BEAM_SIZE.value,
         alpha=_ALPHA.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
         top_p=_TOP_P.value)
-    scores = None if reward is None else reward.score_texts(repeated, outputs)
+    scores = None if reward is None else reward.score_texts(repeated, outputs, cut_responses=True)
   except (OSError, ValueError) as e:  # a bad prompts file, an empty prompt, a bad option
     raise app.UsageError(str(e)) from None
   if reward is None:

@@ -12,12 +12,26 @@ def test_flops_of_a_decoder_only_step_by_hand():
           == 6 * 3 * 10 * per_token)
 
 
-def test_k_ranked_responses_are_k_forward_passes():
+def test_k_ranked_responses_are_k_forward_passes_without_logits():
   cfg = ModelConfig(architecture="decoder_only", vocab_size=100, d_model=8, num_heads=2, d_ff=16,
                     num_encoder_layers=0, num_decoder_layers=2)
   one = flops.train_flops_per_step(cfg, TASKS["lm"], {"targets": (3, 10)})
+  logits = 6 * 3 * 10 * 100 * 8  # the reward model's scalar head replaces them
   shapes = {f"response_{k}{s}": (3, 10) for k in range(3) for s in ("", "_weights")}
-  assert flops.train_flops_per_step(cfg, TASKS["preference"], shapes) == 3 * one
+  assert flops.train_flops_per_step(cfg, TASKS["preference"], shapes) == 3 * (one - logits)
+
+
+def test_k_responses_to_one_input_run_the_encoder_once():
+  cfg = ModelConfig(architecture="encoder_decoder", vocab_size=100, d_model=8, num_heads=2,
+                    d_ff=16, num_encoder_layers=2, num_decoder_layers=3)
+  encoder = 2 * 6 * 2 * (256 + 256 + 96)  # as in the hand count below: rows 2, S = 6
+  seq2seq = flops.train_flops_per_step(cfg, TASKS["seq2seq"], {"inputs": (2, 6),
+                                                               "targets": (2, 5)})
+  logits = 6 * 2 * 5 * 800
+  shapes = {"inputs": (2, 6), **{f"response_{k}{s}": (2, 5) for k in range(4)
+                                 for s in ("", "_weights")}}
+  assert (flops.train_flops_per_step(cfg, TASKS["preference_seq2seq"], shapes)
+          == 4 * (seq2seq - logits - 6 * encoder) + 6 * encoder)
 
 
 def test_mfu_divides_by_the_peak_of_every_device():

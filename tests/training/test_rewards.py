@@ -12,6 +12,7 @@ import pytest
 
 from tests.training.conftest import ROOT, load_experiment
 from transformer import best_of_n, evaluate_reward
+from transformer.data import tasks
 from transformer.models.config import ModelConfig
 from transformer.models.reward import reward_model
 from transformer.special_ids import EOS_ID
@@ -150,6 +151,21 @@ def test_evaluation_counts_real_pairs_only(reward_run):
   assert result["examples"] + result["dropped"] == result["records"]
   assert result["pairs"] <= result["examples"] * (k - 1)  # filler rows of the batch add none
   assert 0 <= result["rm_accuracy"] <= 1 and 0 <= result["likelihood_accuracy"] <= 1
+
+
+def test_cut_responses_scores_the_first_budget_tokens(reward_run):
+  _, rm, _ = reward_run
+  model = load_reward_model(rm)
+  long = " ".join(f"w{i}" for i in range(200))
+  ids = model.tokenizer.encode(long)[:model.response_budget()]
+  cut = model.score_texts(["def f(): pass"], [long], cut_responses=True)
+  # The reference: the same prompt with the response's first budget tokens, scored as ids.
+  data = model.config.data.copy_and_resolve_references()
+  data.num_responses, data.truncate_inputs = 1, True
+  example = model.task.examples((model.tokenizer.encode("def f(): pass"), ids), None, data)[0]
+  row = tasks.pad_example(example, model.task.lengths(data), with_segmentation=False)
+  expected = model.score_batch({k: v[None] for k, v in row.items()})[0][0, 0]
+  np.testing.assert_allclose(cut, [expected], rtol=1e-5, atol=1e-5)
 
 
 def test_bad_reward_inputs_give_one_line_errors(reward_run):

@@ -8,10 +8,12 @@ Every architecture class carries what the rest of the code needs to know about i
   kv_cache       decoding can run one token per step against a 'cache' collection
                  (`config.decode`); else decoding recomputes the prefix every step;
   batch_args     the positional `__call__` arguments taken from a data batch;
-  forward_macs   matmul multiply-adds of one forward pass over one example (FLOPs and MFU).
+  forward_macs   matmul multiply-adds of one forward pass over one example (FLOPs and MFU);
+  encoder_macs   with an encoder: the encoder's share of forward_macs (run once for the K
+                 responses of a preference row).
 
-Adding an architecture: write its module (in `transformer/models/`) with these four members
-and list it in ARCHITECTURES below.
+Adding an architecture: write its module (in `transformer/models/`) with these members and
+list it in ARCHITECTURES below.
 """
 
 from collections.abc import Mapping

@@ -159,15 +159,17 @@ class EncoderDecoder(nn.Module):
             batch.get("targets_position"))
 
   @staticmethod
-  def forward_macs(cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
-    """Matmul multiply-adds of one forward pass over one example.
-
-    The encoder: per input token L (4 d² + 2 d f + 2 S d) [projections, FFN; QKᵀ and AV];
-    then `decoder_macs`.
-    """
+  def encoder_macs(cfg: ModelConfig, inputs_len: int) -> int:
+    """Matmul multiply-adds of the encoder over one example: per input token
+    L (4 d² + 2 d f + 2 S d) [projections, FFN; QKᵀ and AV]."""
     d, f, s = cfg.d_model, cfg.d_ff, inputs_len
-    encoder = s * cfg.num_encoder_layers * (4 * d * d + 2 * d * f + 2 * s * d)
-    return encoder + decoder_macs(cfg, inputs_len, targets_len)
+    return s * cfg.num_encoder_layers * (4 * d * d + 2 * d * f + 2 * s * d)
+
+  @classmethod
+  def forward_macs(cls, cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
+    """Matmul multiply-adds of one forward pass over one example: `encoder_macs` then
+    `decoder_macs`."""
+    return cls.encoder_macs(cfg, inputs_len) + decoder_macs(cfg, inputs_len, targets_len)
 
   def setup(self):
     cfg = self.config

@@ -5,7 +5,10 @@ training step is 3 forward passes' worth (forward + backward at twice the forwar
 multiply-adds of one forward pass over one example are the architecture's
 (`forward_macs` of its class in `models/registry.py`, with the formulas in their
 docstrings), over padded lengths since padding is computed too; a data task's batch may
-feed the model more than once per row (`Task.model_calls`: K ranked responses are K).
+feed the model more than once per row (`Task.model_calls`: K ranked responses are K decoder
+passes over one encoder pass, as `EncoderDecoder` runs its encoder once for K target rows).
+Preference batches feed the reward model, whose scalar head replaces the output projection:
+its V·d per target token is not counted.
 
 MFU = step FLOPs of the global batch × steps per second / (peak per device × device count),
 the same definition on one device, on a mesh of many, and across processes.
@@ -31,16 +34,20 @@ def train_flops_per_step(cfg: ModelConfig, task: Task,
     task: the data task of the batch (which features feed the model, and how often).
     batch_shapes: name -> shape [batch, length] of each batch feature.
   """
-  forward_macs = architecture(cfg.architecture).forward_macs
+  model = architecture(cfg.architecture)
+  logits_per_token = cfg.vocab_size * cfg.d_model if task.kind == "preferences" else 0
   macs = 0
   for call in task.model_calls:
     pattern = call["targets"]
     names = ([n for n in batch_shapes if n.startswith(pattern[:-1]) and not n.endswith("_weights")]
              if pattern.endswith("*") else [pattern])
+    inputs_len = batch_shapes[call["inputs"]][1] if "inputs" in call else 0
+    encoder = model.encoder_macs(cfg, inputs_len) if model.has_encoder else 0
     for name in names:
       rows, targets_len = batch_shapes[name]
-      inputs_len = batch_shapes[call["inputs"]][1] if "inputs" in call else 0
-      macs += rows * forward_macs(cfg, inputs_len, targets_len)
+      macs += rows * (model.forward_macs(cfg, inputs_len, targets_len) - encoder
+                      - targets_len * logits_per_token)
+    macs += rows * encoder
   return 3.0 * 2.0 * macs
 
 

@@ -128,12 +128,14 @@ class RewardModel:
     return lengths["response_0"] - 1 - (0 if self.task.encoder else 1)
 
   def score_texts(self, prompts: Sequence[str], responses: Sequence[str], *,
-                  batch_size: int = 64) -> np.ndarray:
+                  batch_size: int = 64, cut_responses: bool = False) -> np.ndarray:
     """float32 [n]: the reward of responses[i] to prompts[i] (bias subtracted).
 
     Prompts are cut to fit as in training (their start kept). A response that cannot fit
     the reward model's sequence with its EOS (and one prompt token, decoder-only) is a
-    ValueError naming it.
+    ValueError naming it; with `cut_responses` it is scored on its first
+    `response_budget()` tokens instead (for sampled text, which can re-encode to a token or
+    two more than were sampled).
     """
     if len(prompts) != len(responses):
       raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -143,7 +145,9 @@ class RewardModel:
     rows = []
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
       response_ids = self.tokenizer.encode(response)
-      if len(response_ids) > self.response_budget():
+      if len(response_ids) > self.response_budget() and cut_responses:
+        response_ids = response_ids[:self.response_budget()]
+      elif len(response_ids) > self.response_budget():
         raise ValueError(f"response {i} has {len(response_ids)} tokens: with its EOS it does "
                          f"not fit the reward model's sequence (at most "
                          f"{self.response_budget()} response tokens)")
