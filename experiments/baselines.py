@@ -25,20 +25,13 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture):
   --config=experiments/baselines.py:lstm,tiny
 """
 
-from transformer.training.presets import embedded_corpus_run, parse_arg, shrink
-
-MODELS = {
-    "lstm": dict(architecture="lstm", num_decoder_layers=2),
-    "gated_cnn": dict(architecture="gated_cnn", num_decoder_layers=4, conv_kernel_size=4),
-    "transformer": dict(architecture="decoder_only", num_decoder_layers=4, num_heads=4, d_ff=512,
-                        norm_placement="pre", position_encoding="rope"),
-}
+from transformer.training.presets import LM_FAMILIES, embedded_corpus_run, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
-  """The causal-LM pretraining config for model `arg` in MODELS (default 'lstm'); ',tiny'
-  shrinks it."""
-  arg, tiny = parse_arg(arg, "baselines", tuple(MODELS), default="lstm")
+  """The causal-LM pretraining config for model `arg` in presets.LM_FAMILIES (default 'lstm');
+  ',tiny' shrinks it."""
+  arg, tiny = parse_arg(arg, "baselines", tuple(LM_FAMILIES), default="lstm")
   c = embedded_corpus_run("pretrain", "stdlib_corpus/text", "lm", num_train_steps=200)
-  c.model.update(num_encoder_layers=0, **MODELS[arg])
+  c.model.update(num_encoder_layers=0, **LM_FAMILIES[arg])
   return shrink(c) if tiny else c

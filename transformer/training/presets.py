@@ -1,4 +1,5 @@
-"""Shared pieces of the experiment files: the embedded-corpus run, the argument, the tiny variant.
+"""Shared pieces of the experiment files: the embedded-corpus run, the LM families, the
+argument, the tiny variant.
 
 The embedded-corpus experiments (quickstart, pretrain_lm, pretrain_span, baselines) differ
 only in stage, task and model; `embedded_corpus_run` holds everything else in one place.
@@ -41,6 +42,15 @@ def embedded_corpus_run(stage: str, name: str, task: str,
   c.max_decode_length = 32
   return c
 
+
+# The causal-LM families of experiments/baselines.py and experiments/compare_lms.py: model
+# fields over embedded_corpus_run's (d_model 128, no dropout).
+LM_FAMILIES = {
+    "lstm": dict(architecture="lstm", num_decoder_layers=2),
+    "gated_cnn": dict(architecture="gated_cnn", num_decoder_layers=4, conv_kernel_size=4),
+    "transformer": dict(architecture="decoder_only", num_decoder_layers=4, num_heads=4, d_ff=512,
+                        norm_placement="pre", position_encoding="rope"),
+}
 
 TINY = "tiny"
 TINY_PACKAGES = ("email", "json", "http")  # the slice of the embedded corpus a tiny run reads
