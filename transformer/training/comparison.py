@@ -129,7 +129,8 @@ def fit_ngram(order: int, train: list[np.ndarray], scored: list[np.ndarray],
   start = time.perf_counter()
   model = NGramModel.fit(train, order, vocab_size)
   nll, tokens = model.nll(scored)
-  return {"model": f"Kneser-Ney {order}-gram", "params": sum(len(level.keys) for level in model.levels),
+  return {"model": f"Kneser-Ney {order}-gram",
+          "params": sum(len(level.keys) for level in model.levels),
           "train_tokens": int(sum(len(s) for s in train)), "train_flops": None,
           "wall_seconds": time.perf_counter() - start, "nll": nll, "tokens": tokens}
 
