@@ -28,11 +28,22 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the comparison (resumed if present).")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags and loads the config; a bad flag, experiment file or field is one line on
+  stderr, exit status 2."""
+  try:
+    remaining = flags.FLAGS(argv)
+    if _CONFIG.value is None:
+      raise flags.Error("--config is required (e.g. --config=experiments/compare_lms.py)")
+    _CONFIG.value.keys()  # a config file that failed to load raises here
+    return remaining
+  except Exception as e:  # (loading the experiment runs its code: any error)
+    cli.fail(cli.config_flag_error(e, argv))
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config is required (e.g. --config=experiments/compare_lms.py)")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (e.g. --workdir=runs/compare_lms)")
   cli.check_output_dir(_WORKDIR.value, "--workdir")
@@ -41,4 +52,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, flags_parser=parse_flags)
