@@ -15,7 +15,8 @@ scored on the whole validation split (`run.eval_steps = 0`).
 
 Budgets (32 rows of 128 tokens a step):
   default   200 steps, ~0.82M training tokens, eval every 50 steps
-  large     600 steps, ~2.5M training tokens, eval every 200 steps
+  large     1000 steps, ~4.1M training tokens (about one pass over the train split), eval
+            every 250 steps
 Runtime and results: README.md, "Language models compared".
 
 Fields: `run` (the run config every network shares, docs/config.md), `models` (name -> model
@@ -28,7 +29,7 @@ import ml_collections
 from transformer.training.presets import LM_FAMILIES, embedded_corpus_run, parse_arg, shrink
 
 BUDGETS = {"default": dict(num_train_steps=200, eval_every_steps=50),
-           "large": dict(num_train_steps=600, eval_every_steps=200)}
+           "large": dict(num_train_steps=1000, eval_every_steps=250)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
