@@ -12,7 +12,7 @@ import pytest
 from tests.training.conftest import cached_tokenizer, load_experiment
 from transformer.data import pipeline
 from transformer.models.ngram import NGramModel
-from transformer.special_ids import EOS_ID
+from transformer.special_ids import BOS_ID, EOS_ID
 from transformer.training import checkpoints, comparison, comparison_report, writer
 from transformer.training.config import ConfigError
 
@@ -31,6 +31,15 @@ def packed_segments(batch) -> list[np.ndarray]:
   for row, ids in zip(batch["targets"], batch["targets_segmentation"]):
     cuts = np.flatnonzero(np.diff(ids)) + 1
     out += [piece for piece, pid in zip(np.split(row, cuts), np.split(ids, cuts)) if pid[0]]
+  return out
+
+
+def n_grams(sequences, order: int) -> list[tuple[int, ...]]:
+  """Reference: every token's n-gram as a tuple, the sequence padded with order - 1 BOS."""
+  out = []
+  for sequence in sequences:
+    padded = [BOS_ID] * (order - 1) + [int(t) for t in sequence]
+    out += [tuple(padded[i:i + order]) for i in range(len(sequence))]
   return out
 
 
@@ -63,6 +72,8 @@ def test_matched_tokens_whole_validation_split_and_resume(data_dir, tokenizer_di
   for order, row in zip((2, 3), rows[1:]):
     nll, _ = NGramModel.fit(train, order, tokenizer.vocab_size).nll(chunks)
     assert row["nll"] == pytest.approx(nll, rel=1e-9)
+    trained = set(n_grams(train, order))
+    assert row["seen"] == pytest.approx(np.mean([g in trained for g in n_grams(chunks, order)]))
 
   # The network's score is the trainer's last whole-split eval; its curve has every eval.
   evals = [r for r in writer.read_jsonl(os.path.join(workdir, "lstm")) if r["split"] == "eval"]

@@ -25,13 +25,14 @@ def test_markdown_table_rows_and_lowest():
   rows = [dict(model="lstm", params=390_000, train_tokens=819_200, train_flops=2.5e12,
                wall_seconds=90.0, nll=4.0 * 1000, tokens=1000),
           dict(model="Kneser-Ney 3-gram", params=12_345, train_tokens=819_200, train_flops=None,
-               wall_seconds=None, nll=3.0 * 1000, tokens=1000)]
+               wall_seconds=None, nll=3.0 * 1000, tokens=1000, seen=0.625)]
   table = comparison_report.markdown_table(rows, {"tokens": 1000, "bytes": 2000})
   lines = table.splitlines()
   assert lines[2] == (f"| lstm | 390k | 819,200 | 2.5T | 1.5 min | {math.exp(4):.2f} | "
                       f"{4000 / (2000 * math.log(2)):.3f} |")
   assert lines[3].startswith("| Kneser-Ney 3-gram | 12.3k | 819,200 | – | – | 20.09 |")
   assert "Lowest perplexity: Kneser-Ney 3-gram." in table
+  assert "occurs in the training tokens: Kneser-Ney 3-gram 62%." in table
 
 
 def test_plot_writes_a_png(tmp_path):

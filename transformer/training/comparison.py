@@ -34,7 +34,7 @@ import numpy as np
 from transformer.data import pipeline
 from transformer.data.config import source_kind
 from transformer.data.segments import segments, split_segments
-from transformer.models.ngram import NGramModel
+from transformer.models.ngram import NGramModel, ngram_keys
 from transformer.training import checkpoints, comparison_report, integrity, loop, writer
 from transformer.training.assembly import PrintFn, assemble
 from transformer.training.config import ConfigError
@@ -125,14 +125,18 @@ def training_segments(run: ml_collections.ConfigDict, tokenizer: Any
 
 def fit_ngram(order: int, train: list[np.ndarray], scored: list[np.ndarray],
               vocab_size: int) -> dict[str, Any]:
-  """The n-gram record: fitted on `train`, its summed nll over `scored`."""
+  """The n-gram record: fitted on `train`, its summed nll over `scored`, and `seen`: the
+  fraction of scored tokens whose whole n-gram (BOS-padded) occurs in `train`."""
   start = time.perf_counter()
   model = NGramModel.fit(train, order, vocab_size)
   nll, tokens = model.nll(scored)
+  wall = time.perf_counter() - start
+  keys = np.concatenate([ngram_keys(s, order, vocab_size) for s in scored])
+  seen = np.isin(keys, model.levels[-1].keys)
   return {"model": f"Kneser-Ney {order}-gram",
           "params": sum(len(level.keys) for level in model.levels),
           "train_tokens": int(sum(len(s) for s in train)), "train_flops": None,
-          "wall_seconds": time.perf_counter() - start, "nll": nll, "tokens": tokens}
+          "wall_seconds": wall, "nll": nll, "tokens": tokens, "seen": float(np.mean(seen))}
 
 
 def train_network(name: str, run: ml_collections.ConfigDict, workdir: str,
@@ -199,8 +203,8 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *,
   ngrams = [_read(path) for path in ngram_paths.values()]
   rows += ngrams
   table = comparison_report.markdown_table(rows, validation)
-  table += (f"1-minute load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the "
-            f"end ({os.cpu_count()} cores).\n")
+  table += (f"This invocation: 1-minute load average {load[0]:.2f} at the start, "
+            f"{os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} cores).\n")
   with open(os.path.join(workdir, TABLE_FILE), "w") as f:
     f.write(table)
   comparison_report.plot(curves, {r["model"]: r["nll"] / r["tokens"] for r in ngrams},

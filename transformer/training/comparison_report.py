@@ -50,7 +50,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], validation: Mapping[str, i
   Args:
     rows: per model: 'model', 'params' (n-grams: stored n-gram counts), 'train_tokens',
       'train_flops' (None: not a network), 'wall_seconds' (None: unknown), 'nll' (summed
-      nats over the validation split), 'tokens' (its token count).
+      nats over the validation split), 'tokens' (its token count); n-grams: 'seen' (the
+      fraction of validation tokens whose whole n-gram occurs in the training tokens).
     validation: {'tokens', 'bytes'} of the whole validation split.
 
   Returns:
@@ -66,6 +67,10 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], validation: Mapping[str, i
   best = min(rows, key=lambda row: row["nll"] / row["tokens"])
   lines += ["", f"Whole validation split: {validation['tokens']:,} tokens, "
             f"{validation['bytes']:,} bytes of text. Lowest perplexity: {best['model']}."]
+  seen = [f"{row['model']} {row['seen']:.0%}" for row in rows if "seen" in row]
+  if seen:
+    lines.append("Validation tokens whose whole n-gram occurs in the training tokens: "
+                 + ", ".join(seen) + ".")
   return "\n".join(lines) + "\n"
 
 
