@@ -14,14 +14,21 @@ the Kneser-Ney n-grams of `ngram_orders` count exactly those batches' tokens. Ev
 scored on the whole validation split (`run.eval_steps = 0`).
 
 Budgets (32 rows of 128 tokens a step):
-  default   200 steps, ~0.82M training tokens, eval every 50 steps
-  large     1000 steps, ~4.1M training tokens (about one pass over the train split), eval
+  default   200 steps, 816,424 training tokens, eval every 50 steps
+  large     1000 steps, 4,081,749 training tokens (about one pass over the train split), eval
             every 250 steps
-Runtime and results: README.md, "Language models compared".
 
 Fields: `run` (the run config every network shares, docs/config.md), `models` (name -> model
-fields over run.model), `ngram_orders` (the n-gram orders fitted). Tiny variant (seconds, the
-tests): `--config=experiments/compare_lms.py:tiny`.
+fields over run.model), `ngram_orders` (the n-gram orders fitted).
+
+Runtime on 2 CPU cores (measured, shared with other jobs, load average 6-9): default 9 min
+50 s including the corpus build and the tokenizer; large: README.md, "Language models
+compared".
+Expected result (measured, whole validation split, perplexity per token): default:
+Kneser-Ney 5-gram 17.0, 4-gram 18.3, 3-gram 22.7, gated_cnn 32.4, 2-gram 40.9, transformer
+42.3, lstm 93.1; large: README.md, "Language models compared".
+
+Tiny variant (seconds, the tests): `--config=experiments/compare_lms.py:tiny`.
 """
 
 import ml_collections
