@@ -95,6 +95,9 @@ def test_matched_tokens_whole_validation_split_and_resume(data_dir, tokenizer_di
   again = []
   assert comparison.compare(config, workdir, print_fn=again.append) == rows
   assert not any(line.startswith(("===", "Kneser-Ney", "the training tokens")) for line in again)
+  config.ngram_orders = (2,)
+  with pytest.raises(ConfigError, match="holds a comparison of another config"):
+    comparison.compare(config, workdir, print_fn=again.append)
 
 
 @pytest.mark.parametrize("field, value, words", [

@@ -6,6 +6,7 @@ The comparison config (`experiments/compare_lms.py`) has three fields:
   ngram_orders   the Kneser-Ney orders fitted.
 
 In `workdir` (every step skipped when its output is there, so a rerun resumes):
+  comparison_config.json  the config (a rerun with another config is refused);
   spm.model               the tokenizer, trained once and copied into each network's run;
   <name>/                 an ordinary training run of `run` with the model's fields (the
                           trainer's own resume order), then <name>/comparison.json;
@@ -40,6 +41,7 @@ from transformer.training.assembly import PrintFn, assemble
 from transformer.training.config import ConfigError
 
 RECORD_FILE = "comparison.json"
+CONFIG_FILE = "comparison_config.json"
 TRAIN_TOKENS_FILE = "train_tokens.json"
 TABLE_FILE, PLOT_FILE = "comparison.md", "comparison.png"
 
@@ -162,6 +164,22 @@ def eval_curve(workdir: str, seen: list[int]) -> list[tuple[int, float]]:
   return [(seen[r["step"]], r["nll"]) for r in writer.read_jsonl(workdir) if r["split"] == "eval"]
 
 
+def check_same_comparison(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the config to `workdir/CONFIG_FILE` the first time; ConfigError if the workdir holds
+  a comparison of another config (its records would not be of this budget)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  text = config.to_json(sort_keys=True)
+  if os.path.exists(path):
+    with open(path) as f:
+      if json.load(f) != json.loads(text):
+        raise ConfigError(f"--workdir={workdir!r} holds a comparison of another config "
+                          f"({path}): use a new workdir")
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
+
+
 # ------------------------------------------------------------------------------ the comparison
 
 def compare(config: ml_collections.ConfigDict, workdir: str, *,
@@ -169,7 +187,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *,
   """Runs the comparison of the module docstring in `workdir`; returns the table's rows."""
   runs = checked_runs(config)
   first = next(iter(runs.values()))
-  os.makedirs(workdir, exist_ok=True)
+  check_same_comparison(config, workdir)
   load = os.getloadavg()
   with loop.phase(print_fn, "the tokenizer (trained on first use) and the validation split"):
     tokenizer = pipeline.load_tokenizer_for(first.data, workdir)
