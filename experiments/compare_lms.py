@@ -22,11 +22,12 @@ Fields: `run` (the run config every network shares, docs/config.md), `models` (n
 fields over run.model), `ngram_orders` (the n-gram orders fitted).
 
 Runtime on 2 CPU cores (measured, shared with other jobs, load average 6-9): default 9 min
-50 s including the corpus build and the tokenizer; large: README.md, "Language models
-compared".
+50 s including the corpus build and the tokenizer; large: about 28 min (networks 10.4 + 6.7 +
+10.2 min).
 Expected result (measured, whole validation split, perplexity per token): default:
 Kneser-Ney 5-gram 17.0, 4-gram 18.3, 3-gram 22.7, gated_cnn 32.4, 2-gram 40.9, transformer
-42.3, lstm 93.1; large: README.md, "Language models compared".
+42.3, lstm 93.1; large: 5-gram 11.9, 4-gram 13.1, gated_cnn 16.2, 3-gram 17.3, transformer
+18.4, lstm 28.3, 2-gram 35.7 (why the n-grams win: README.md, "Language models compared").
 
 Tiny variant (seconds, the tests): `--config=experiments/compare_lms.py:tiny`.
 """
