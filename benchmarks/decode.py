@@ -2,9 +2,12 @@
 
   python -m benchmarks.decode                 # a few minutes on 2 CPU cores
   python -m benchmarks.decode --d_model=512 --num_layers=6 --batch_size=32   # the base model
+  python -m benchmarks.decode --architecture=lstm      # the LSTM's carried state vs recompute
 
-A randomly initialised encoder-decoder (the paper's architecture, small by default)
-decodes a batch of random prompts. For each method and number of new tokens it
+A randomly initialised model of --architecture (default the paper's encoder-decoder, small)
+decodes a batch of random prompts: the encoder input of an encoder-decoder, the decoder
+prefix of the others (lstm, gated_cnn, decoder_only: --num_layers decoder layers, no
+encoder). For each method and number of new tokens it
 reports generated tokens per second (output tokens up to EOS, summed over the batch,
 divided by the best of --repeats wall times after one compiling call).
 """
@@ -19,11 +22,14 @@ from absl import app, flags
 
 from transformer.decoding import generate
 from transformer.models.config import ModelConfig
-from transformer.models.registry import build_model
+from transformer.models.registry import ARCHITECTURES, architecture, build_model, dummy_batch
 from transformer.special_ids import PAD_ID
 
+_ARCHITECTURE = flags.DEFINE_enum("architecture", "encoder_decoder", list(ARCHITECTURES),
+                                  "The model decoded.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
-_PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "Tokens per prompt (encoder input).")
+_PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32,
+                                   "Tokens per prompt (encoder input, or decoder prefix).")
 _D_MODEL = flags.DEFINE_integer("d_model", 256, "Model width.")
 _NUM_LAYERS = flags.DEFINE_integer("num_layers", 2, "Encoder and decoder layers each.")
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size.")
@@ -55,12 +61,15 @@ def time_generate(config: ModelConfig, params, prompts: jnp.ndarray, num_new: in
 
 def main(argv: list[str]) -> None:
   del argv
-  config = ModelConfig(vocab_size=_VOCAB_SIZE.value, d_model=_D_MODEL.value,
-                       num_heads=max(1, _D_MODEL.value // 64), d_ff=4 * _D_MODEL.value,
-                       num_encoder_layers=_NUM_LAYERS.value, num_decoder_layers=_NUM_LAYERS.value,
+  model_class = architecture(_ARCHITECTURE.value)
+  config = ModelConfig(architecture=_ARCHITECTURE.value, vocab_size=_VOCAB_SIZE.value,
+                       d_model=_D_MODEL.value, num_heads=max(1, _D_MODEL.value // 64),
+                       d_ff=4 * _D_MODEL.value,
+                       num_encoder_layers=_NUM_LAYERS.value if model_class.has_encoder else 0,
+                       num_decoder_layers=_NUM_LAYERS.value,
                        max_len=_PROMPT_LEN.value + max(map(int, _NEW_TOKENS.value)))
-  tokens = jnp.ones((1, 4), jnp.int32)
-  params = jax.jit(build_model(config.eval()).init)(jax.random.key(0), tokens, tokens)["params"]
+  params = jax.jit(build_model(config.eval()).init)(
+      jax.random.key(0), *model_class.batch_args(dummy_batch()))["params"]
   prompts = jax.random.randint(jax.random.key(1), (_BATCH_SIZE.value, _PROMPT_LEN.value), 4,
                                config.vocab_size)
   results = {name: {n: time_generate(config, params, prompts, int(n), _REPEATS.value, **kwargs)

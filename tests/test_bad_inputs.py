@@ -29,6 +29,9 @@ from transformer.training.state import init_params
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN, GENERATE, EXPLAIN = "transformer.train", "transformer.generate", "transformer.explain"
 NGRAM, BUILDERS = "transformer.ngram", "transformer.data.builders"
+COMPARE = "transformer.compare_lms"
+CMP = ["--config=experiments/compare_lms.py:tiny", "--config.run.data.data_dir={data}",
+       "--workdir={workdir}"]
 PIPELINE = "transformer.data.pipeline"
 LM = ["--config=experiments/pretrain_lm.py:tiny", "--config.data.data_dir={data}"]
 FILES = [*LM, "--config.data.source=files"]
@@ -157,6 +160,16 @@ CASES = [
     ("ngram-no-validation-file", NGRAM, [*NG, "--data.source=files",
                                          "--data.file_pattern={tmp}/only_train/{{split}}.txt"],
      "no file of split 'validation'"),
+    # compare_lms
+    ("compare-no-config", COMPARE, ["--workdir={workdir}"], "--config is required"),
+    ("compare-eval-subset", COMPARE, [*CMP, "--config.run.eval_steps=3"],
+     "config.run.eval_steps must be 0"),
+    ("compare-unknown-field", COMPARE, [*CMP, "--config.models.lstm.num_layers=3"],
+     "num_layers"),
+    ("compare-ngram-order", COMPARE, [*CMP, "--config.ngram_orders=(2,0)"],
+     "config.ngram_orders must hold ints >= 1"),
+    ("compare-workdir-is-a-file", COMPARE, [*CMP[:2], "--workdir={tmp}/a_file"],
+     "is a file, not a directory"),
     # data builders
     ("builders-no-data-dir", BUILDERS, [], "the following arguments are required: --data_dir"),
     ("builders-unknown-argument", BUILDERS, ["--data_dir={workdir}", "--bogus"],
@@ -172,7 +185,7 @@ CASES = [
      "no file of split 'train'"),
     ("pipeline-unknown-source", PIPELINE, [*NG, "--data.source=web"], "--data.source"),
 ]
-TRAINS_OR_COMPILES = (TRAIN, NGRAM, PIPELINE)
+TRAINS_OR_COMPILES = (TRAIN, NGRAM, PIPELINE, COMPARE)
 
 
 def write(path, text=""):
@@ -237,7 +250,7 @@ def results(tmp_path_factory):
 
 def test_the_table_covers_every_entry_point():
   assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
-  assert {c[1] for c in CASES} == {TRAIN, GENERATE, EXPLAIN, NGRAM, BUILDERS, PIPELINE}
+  assert {c[1] for c in CASES} == {TRAIN, GENERATE, EXPLAIN, NGRAM, BUILDERS, PIPELINE, COMPARE}
 
 
 @pytest.mark.parametrize("case_id, module, args, words", CASES, ids=[c[0] for c in CASES])

@@ -79,7 +79,8 @@ for path in sorted(glob.glob('experiments/*.py')):
   spec = importlib.util.spec_from_file_location('experiment', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  validate(module.get_config())
+  config = module.get_config()
+  validate(config.run if 'run' in config else config)  # compare_lms.py: the run it shares
 config = config_flags.DEFINE_config_file('config')
 flags.FLAGS(['test', '--config=experiments/wmt14_ende.py:big,tiny'])
 validate(config.value)

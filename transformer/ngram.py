@@ -17,7 +17,7 @@ Bad flags, paths and data are one line on stderr, exit status 2, before the toke
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from absl import app, flags
@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from transformer import cli
 from transformer.data import config as data_config
 from transformer.data import pipeline
+from transformer.data.segments import split_segments
 from transformer.models.ngram import NGramModel
 
 _DATA = config_flags.DEFINE_config_dict("data", data_config.default_data_config(),
@@ -41,29 +42,6 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32,
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 10,
                                      "Validation batches scored (the neural run's eval_steps); "
                                      "0 = all.")
-
-
-def segments(batches: Iterator[Mapping[str, np.ndarray]]) -> Iterator[np.ndarray]:
-  """Each packed segment's target tokens, int [segment_length], from `targets` batches."""
-  for batch in batches:
-    targets = np.asarray(batch["targets"])
-    segmentation = np.asarray(batch.get("targets_segmentation", targets != 0))
-    for row, row_segments in zip(targets, segmentation):
-      for segment_id in np.unique(row_segments[row_segments > 0]):
-        yield row[row_segments == segment_id]
-
-
-def split_segments(data: Mapping, split: str, batch_size: int, batches: int,
-                   tokenizer) -> list[np.ndarray]:
-  """The target segments of the first `batches` (0 = all) unpacked batches of `split`."""
-  it = pipeline.make_dataset(data, split, global_batch_size=batch_size, seed=0, train=False,
-                             process_index=0, process_count=1, tokenizer=tokenizer)
-  out = []
-  for index, batch in enumerate(it):
-    if batches and index >= batches:
-      break
-    out.extend(segments([batch]))
-  return out
 
 
 def check_flags(data: Mapping) -> None:

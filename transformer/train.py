@@ -63,55 +63,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except Exception as e:  # (loading the experiment runs its code: any error)
     if "-v" in argv or any(arg.startswith(("--verbosity", "-v=")) for arg in argv):
       traceback.print_exc()
-    cli.fail(experiment_error(e, argv) or one_line(e, argv))
-
-
-def config_path(argv: list[str]) -> str | None:
-  """The experiment file of --config on the command line (without its ':arg')."""
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":", 1)[0]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1].split(":", 1)[0]
-  return None
-
-
-def experiment_error(error: BaseException, argv: list[str]) -> str | None:
-  """'<file>:<line>: <Type>: <message>' if `error` was raised by the experiment file's code
-  (importing it or its get_config), naming the file's deepest line involved; else None."""
-  path = config_path(argv)
-  if not path:
-    return None
-  target = os.path.abspath(path)
-  chain, seen = [], error
-  while seen is not None and seen not in chain:  # the wrappers of config_flags and absl
-    chain.append(seen)
-    seen = seen.__cause__ or seen.__context__
-  for e in reversed(chain):  # the original error first
-    if isinstance(e, SyntaxError) and e.filename and os.path.abspath(e.filename) == target:
-      return f"{path}:{e.lineno}: {type(e).__name__}: {e.msg}"
-    lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
-             if os.path.abspath(frame.filename) == target]
-    if lines:
-      return f"{path}:{lines[-1]}: {type(e).__name__}: {cli.one_line(e)}"
-    if isinstance(e, AttributeError) and "get_config" in str(e):
-      return f"{path} has no get_config(arg) function"
-  return None
-
-
-def one_line(error: BaseException, argv: list[str]) -> str:
-  """The gist of a flag or config error in one line, naming the field, flag or file."""
-  if error.args and isinstance(error.args[0], KeyError):  # config_flags wraps it in AttributeError
-    error = error.args[0]
-  text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-  if isinstance(error, KeyError):  # config_flags: an override of a field the config does not have
-    key = lines[0].strip("'\"") if lines else "?"
-    flag = next((arg.split("=")[0] for arg in argv if arg.startswith("--config.")
-                 and arg.split("=")[0].endswith("." + key)), key)
-    return f"unknown config field in {flag}" + (f" ({' '.join(lines[1:])})" if len(lines) > 1
-                                                else "")
-  return lines[-1] if lines else repr(error)
+    cli.fail(cli.config_flag_error(e, argv))
 
 
 def fail(message: str) -> None:

@@ -18,11 +18,14 @@ from transformer.models.sequences import shift_right
     ("decoder_only", "learned", "pre", True),
     ("decoder_only", "rope", "post", True),
     ("decoder_only", "sinusoidal", "post", False),
+    ("lstm", "sinusoidal", "post", True),
+    ("gated_cnn", "sinusoidal", "post", True),
 ])
 def test_step_logits_equal_full_forward(architecture, position_encoding, norm_placement,
                                         use_cache):
   config = tiny_config(architecture, position_encoding=position_encoding,
-                       norm_placement=norm_placement, num_encoder_layers=2, num_decoder_layers=2)
+                       norm_placement=norm_placement, num_encoder_layers=2, num_decoder_layers=2,
+                       conv_kernel_size=3)
   params = init_params(config)
   rng = np.random.default_rng(0)
   targets = jnp.asarray(rng.integers(4, config.vocab_size, (2, 7)), jnp.int32)

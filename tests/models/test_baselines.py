@@ -169,6 +169,22 @@ def test_greedy_generation_continues_the_prompt(architecture):
   np.testing.assert_array_equal(tokens[:3], expected[3:])
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_cached_generation_equals_recomputing_the_prefix(architecture, method):
+  """The carried state (LSTM) or window (gated CNN) gives the uncached path's tokens, for
+  prompts of different lengths and 20 new tokens (decoding continues past EOS: no EOS wins)."""
+  cfg = dataclasses.replace(tiny(architecture), max_len=40)
+  _, params = init(cfg)
+  params = jax.tree.map(lambda x: 3.0 * x, params)  # peaked logits: no near-ties
+  prompts = jnp.array([[5, 7, 4, 9], [6, 11, 0, 0], [12, 0, 0, 0]], jnp.int32)
+  kwargs = dict(method=method, max_new_tokens=20, beam_size=3)
+  cached = np.asarray(generate(cfg, params, prompts, **kwargs))
+  uncached = np.asarray(generate(cfg, params, prompts, use_cache=False, **kwargs))
+  np.testing.assert_array_equal(cached, uncached)
+  assert np.count_nonzero(cached) > 10
+
+
 def test_config_validates_conv_kernel_size():
   with pytest.raises(ValueError, match="ModelConfig.conv_kernel_size"):
     dataclasses.replace(TINY, conv_kernel_size=0)

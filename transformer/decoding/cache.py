@@ -12,8 +12,9 @@ every non-scalar leaf, so any state of this shape works; the tests pass
 hand-made tables.
 
 `model_logits_fn` builds it for a model of `build_model` (an architecture without
-`kv_cache`, such as the LSTM and gated-CNN baselines, has only the uncached path):
-- cached (default): the flax 'cache' collection of the model's decode variant.
+`kv_cache` has only the uncached path):
+- cached (default): the flax 'cache' collection of the model's decode variant (the
+  Transformer's keys/values, the LSTM's recurrent state, the gated CNN's receptive field).
   The encoder runs once; the first decode call creates the cache, projecting the
   cross-attention keys/values once; each step then costs one token.
 - uncached (the reference for benchmarks): a token buffer [rows, max_decode_len]

@@ -66,7 +66,7 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     top_p: sample from the smallest set with probability >= top_p; 1: no limit ('sample').
     rng: PRNG key ('sample'); the same key gives the same samples.
     use_cache: False recomputes the whole prefix every step (a reference for benchmarks). An
-      architecture without `kv_cache` (the LSTM and gated-CNN baselines) always takes this path.
+      architecture without `kv_cache` always takes this path.
 
   Returns:
     int32 [batch, num_new]: new tokens of each prompt, EOS included where generated, then PAD.

@@ -20,6 +20,14 @@ zeros, so a packed row gives exactly the logits of its segments run separately.
   convolution of width k = conv_kernel_size (position t sees t-k+1..t). L blocks see
   L(k-1)+1 tokens back.
 
+With `config.decode` both run one token per call against a 'cache' collection, like the
+Transformer's KV cache (`transformer.decoding` drives it; a first call with the full decode
+length creates the cache and returns the full-sequence logits):
+- LSTM: each layer's recurrent state, `cell` and `hidden` [batch, d_model], carried from step
+  to step (one step costs one `lstm_step`, not a scan over the prefix);
+- gated CNN: each block's receptive field, `window` [batch, k - 1, d_model], the block's last
+  k - 1 inputs (zeros before the sequence starts, as the taps of the full pass read).
+
 The n-gram baseline is count-based, not a Flax module: see `transformer/models/ngram.py`.
 """
 
@@ -94,11 +102,35 @@ class LSTMLayer(nn.Module):
     # [b, l, 4d]
     projected = x.astype(dtype) @ jnp.asarray(kernel, dtype) + jnp.asarray(bias, dtype)
     batch = x.shape[0]
-    zeros = jnp.zeros((batch, d), dtype)
     step = functools.partial(lstm_step, jnp.asarray(recurrent_kernel, dtype))
-    _, h = jax.lax.scan(step, (zeros, zeros),
-                        (projected.swapaxes(0, 1), segment_starts(segmentation).swapaxes(0, 1)))
-    return nn.Dropout(cfg.dropout_rate)(h.swapaxes(0, 1), deterministic=cfg.deterministic)
+    if cfg.decode and self.has_variable("cache", "cell"):
+      h = self._step_from_cache(step, projected)
+    else:
+      zeros = jnp.zeros((batch, d), dtype)
+      if cfg.decode:  # the first call creates the state: zeros, as at a segment start
+        self.variable("cache", "cell", lambda: zeros)
+        self.variable("cache", "hidden", lambda: zeros)
+      _, h = jax.lax.scan(step, (zeros, zeros), (projected.swapaxes(0, 1),
+                                                 segment_starts(segmentation).swapaxes(0, 1)))
+      h = h.swapaxes(0, 1)
+    return nn.Dropout(cfg.dropout_rate)(h, deterministic=cfg.deterministic)
+
+  def _step_from_cache(self, step, projected: jnp.ndarray) -> jnp.ndarray:
+    """Decode mode: one `lstm_step` from the cached (cell, hidden), which it then replaces.
+
+    Args:
+      step: `lstm_step` with the recurrent kernel bound.
+      projected: x W + b [batch, 1, 4 * d_model] of this call's one token.
+
+    Returns:
+      [batch, 1, d_model]: the new hidden state.
+    """
+    if projected.shape[1] != 1:
+      raise ValueError(f"decode mode takes one token per call, got {projected.shape[1]}")
+    cell, hidden = self.variable("cache", "cell"), self.variable("cache", "hidden")
+    no_reset = jnp.zeros(projected.shape[:1], bool)
+    (cell.value, hidden.value), h = step((cell.value, hidden.value), (projected[:, 0], no_reset))
+    return h[:, None]
 
 
 def causal_taps(x: jnp.ndarray, segmentation: jnp.ndarray, width: int) -> jnp.ndarray:
@@ -136,23 +168,44 @@ class GatedConvBlock(nn.Module):
         nn.initializers.lecun_normal(), (None, "embed", "mlp")), (k, d, 2 * d), cfg.jnp_param_dtype)
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
                       (2 * d,), cfg.jnp_param_dtype)
-    taps = causal_taps(x.astype(dtype), segmentation, k)  # [b, l, k, d]
+    if cfg.decode and self.has_variable("cache", "window"):
+      taps = self._taps_from_cache(x.astype(dtype))  # [b, 1, k, d]
+    else:
+      if cfg.decode:  # the first call creates the window: zeros, as before a sequence starts
+        self.variable("cache", "window", jnp.zeros, (x.shape[0], k - 1, d), dtype)
+      taps = causal_taps(x.astype(dtype), segmentation, k)  # [b, l, k, d]
     a, b = jnp.split(jnp.einsum("blkd,kde->ble", taps, jnp.asarray(kernel, dtype))
                      + jnp.asarray(bias, dtype), 2, axis=-1)
     gated = nn.Dropout(cfg.dropout_rate)(a * jax.nn.sigmoid(b), deterministic=cfg.deterministic)
     return x + gated
+
+  def _taps_from_cache(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Decode mode: this token's taps from the cached window, which then shifts by one.
+
+    Args:
+      x: [batch, 1, d_model], this call's one input.
+
+    Returns:
+      [batch, 1, k, d_model]: taps[:, 0, j] = the input j steps back (as `causal_taps`).
+    """
+    if x.shape[1] != 1:
+      raise ValueError(f"decode mode takes one token per call, got {x.shape[1]}")
+    window = self.variable("cache", "window")
+    seen = jnp.concatenate([window.value, x], axis=1)  # [b, k, d], oldest first
+    window.value = seen[:, 1:]
+    return seen[:, ::-1][:, None]
 
 
 class _BaselineLM(nn.Module):
   """Embedding, a stack of `block`s, tied output; subclasses set `block` and `block_macs`.
 
   As an architecture (see `registry.py`): a causal LM over targets alone, prompts as a decoder
-  prefix, no KV cache (decoding recomputes the prefix).
+  prefix, with a decode cache (the LSTM's state, the gated CNN's receptive field).
   """
 
   config: ModelConfig
   has_encoder: ClassVar[bool] = False
-  kv_cache: ClassVar[bool] = False
+  kv_cache: ClassVar[bool] = True
 
   @staticmethod
   def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:
@@ -176,6 +229,9 @@ class _BaselineLM(nn.Module):
              targets_position: jnp.ndarray | None = None,
              return_hidden: bool = False) -> jnp.ndarray:
     """Logits [batch, length, vocab] for already shifted decoder input tokens (BOS first).
+
+    With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
+    reading and updating the 'cache' collection (pass it as mutable).
 
     Args:
       decoder_input_tokens: int [batch, length].

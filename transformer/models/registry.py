@@ -6,7 +6,8 @@ Every architecture class carries what the rest of the code needs to know about i
   has_encoder    prompts and `inputs` go to an encoder (else: one sequence, `targets`, with the
                  prompt as its prefix); data tasks and decoding read it;
   kv_cache       decoding can run one token per step against a 'cache' collection
-                 (`config.decode`); else decoding recomputes the prefix every step;
+                 (`config.decode`: keys/values, or the LSTM's state, or the gated CNN's
+                 receptive field); else decoding recomputes the prefix every step;
   batch_args     the positional `__call__` arguments taken from a data batch;
   forward_macs   matmul multiply-adds of one forward pass over one example (FLOPs and MFU);
   encoder_macs   with an encoder: the encoder's share of forward_macs (run once for the K

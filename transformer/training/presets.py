@@ -1,4 +1,5 @@
-"""Shared pieces of the experiment files: the embedded-corpus run, the argument, the tiny variant.
+"""Shared pieces of the experiment files: the embedded-corpus run, the LM families, the
+argument, the tiny variant.
 
 The embedded-corpus experiments (quickstart, pretrain_lm, pretrain_span, baselines) differ
 only in stage, task and model; `embedded_corpus_run` holds everything else in one place.
@@ -50,6 +51,13 @@ DECODER_ONLY = dict(  # the embedded-corpus causal LM (~0.9M params): 4 pre-LN l
     num_decoder_layers=4, norm_placement="pre", position_encoding="rope")
 EMBEDDED_MODELS = {"encoder_decoder": ENCODER_DECODER, "decoder_only": DECODER_ONLY}
 
+# The causal-LM families of experiments/baselines.py and experiments/compare_lms.py: model
+# fields over embedded_corpus_run's (d_model 128, no dropout).
+LM_FAMILIES = {
+    "lstm": dict(architecture="lstm", num_decoder_layers=2),
+    "gated_cnn": dict(architecture="gated_cnn", num_decoder_layers=4, conv_kernel_size=4),
+    "transformer": DECODER_ONLY,
+}
 
 TINY = "tiny"
 TINY_PACKAGES = ("email", "json", "http")  # the slice of the embedded corpus a tiny run reads
