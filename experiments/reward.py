@@ -42,15 +42,15 @@ def get_config(arg: str | None = None):
   architecture, tiny = parse_arg(arg, "reward", VARIANTS, default="encoder_decoder")
   encoder = architecture == "encoder_decoder"
   c = embedded_corpus_run("reward", "stdlib_corpus/preferences",
-                          "preference_seq2seq" if encoder else "preference", num_train_steps=300)
+                          "preference_seq2seq" if encoder else "preference", num_train_steps=600)
   c.model.update(**EMBEDDED_MODELS[architecture])
-  if encoder:  # the code's first 48 tokens (its signature and first lines) to the encoder
-    c.data.update(seq_len=48, targets_len=32, num_sentinels=32)
+  if encoder:  # the code's first 96 tokens (its signature and first lines) to the encoder
+    c.data.update(seq_len=96, targets_len=32, num_sentinels=32)
   else:  # prompt + response in rows of 64
     c.data.seq_len = 64
-  c.data.num_responses = 4
-  c.global_batch_size = 32         # prompts per step (128 responses)
-  c.optimizer.update(learning_rate=3e-4, warmup_steps=20)
+  c.data.num_responses = 8
+  c.global_batch_size = 32         # prompts per step (256 responses)
+  c.optimizer.update(learning_rate=8e-4, warmup_steps=50)
   c.eval_steps = 0                 # the whole validation split
   c.best_metric = "accuracy"
   c.best_mode = "max"

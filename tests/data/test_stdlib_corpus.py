@@ -155,13 +155,15 @@ def test_pair_preferences_draws_distinct_summaries_of_other_modules():
   for i in range(12):
     texts = [t for t in _rejected(pairs[f"f{i}"]) if t]
     assert len(texts) == 2 and "Solo does things." in texts
-  assert all(_rejected(pairs["solo"]))  # c's function draws 7 of the 13 distinct others
+  solo = _rejected(pairs["solo"])  # c's function: all 13 distinct others, then ''
+  assert len(solo) == stdlib_corpus.MAX_REJECTED and solo[13:] == ["", ""] and all(solo[:13])
   assert ([_rejected(p) for p in stdlib_corpus.pair_preferences(list(reversed(summaries)))]
           == [_rejected(p) for p in stdlib_corpus.pair_preferences(summaries)])
 
 
 def _rejected(pair):
-  return [pair["rejected"]] + [pair[f"rejected_{k}"] for k in range(2, 8)]
+  return [pair["rejected"]] + [pair[f"rejected_{k}"]
+                               for k in range(2, stdlib_corpus.MAX_REJECTED + 1)]
 
 
 def _read(config_name, data_dir):

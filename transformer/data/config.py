@@ -19,7 +19,7 @@ STDLIB_CONFIGS = {
     "summarize": ("pairs", ("input", "target")),
     "preferences": ("preferences", ("prompt", "chosen", "rejected")),
 }
-MAX_STDLIB_RESPONSES = 8  # the stdlib preferences hold the chosen summary and 7 rejected ones
+MAX_STDLIB_RESPONSES = 16  # the stdlib preferences hold the chosen summary and 15 rejected ones
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -53,7 +53,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.num_sentinels = 100  # span-corruption sentinels <extra_id_k>, ids 4 .. 4 + num_sentinels - 1
   c.noise_density = tasks.NOISE_DENSITY  # span corruption: fraction of tokens masked
   c.mean_span_length = tasks.MEAN_SPAN_LENGTH  # span corruption: mean masked span length
-  c.num_responses = 2  # preference tasks: responses per prompt K (best first; stdlib: up to 8)
+  c.num_responses = 2  # preference tasks: responses per prompt K (best first; stdlib: up to 16)
   c.truncate_inputs = True  # cut over-long prompts/inputs to fit, keeping their start (False: skip)
   c.num_workers = 0  # grain worker processes per JAX process (0 = in the main process)
   return c
