@@ -141,7 +141,8 @@ def run_pipeline(workdir: str, *, architecture: str = "encoder_decoder", tiny: b
       os.makedirs(stage_dir, exist_ok=True)
       if not os.path.exists(os.path.join(stage_dir, "spm.model")):
         shutil.copyfile(source, os.path.join(stage_dir, "spm.model"))
-    print_fn(f"[{name}] experiments/{experiment}.py -> {stage_dir}"
+    file, _, variant = experiment.partition(":")
+    print_fn(f"[{name}] experiments/{file}.py{':' + variant if variant else ''} -> {stage_dir}"
              + (f" (init_from {config.init_from})" if init_from else ""))
     from transformer.training.loop import run  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
