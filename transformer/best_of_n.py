@@ -1,7 +1,7 @@
 r"""Best-of-N reranking with a reward model, and its evaluation against a gold metric.
 
   python -m transformer.best_of_n --policy_workdir=runs/rlhf/finetune \
-      --reward_workdir=runs/rlhf/reward --split=test --num_prompts=128 --out=runs/rlhf/bon
+      --reward_workdir=runs/rlhf/reward --split=test --out=runs/rlhf/bon
 
 For each held-out prompt (a function's code from the split's preference data) the policy
 samples a pool of 16 candidates once; the reward model scores each. For N = 1, 2, 4, 8, 16
@@ -93,11 +93,14 @@ def sample_pool(config: ModelConfig, params: Any, prompts: Sequence[np.ndarray],
 
 
 def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
-             num_prompts: int = 128, pool: int = 16, max_new_tokens: int | None = None,
+             num_prompts: int = 0, pool: int = 16, max_new_tokens: int | None = None,
              seed: int = 0,
              temperature: float = 1.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """(the best-of-N JSON of the module docstring, per-prompt candidates with scores);
   `max_new_tokens` None: the reward model's response budget."""
+  if num_prompts < 0:
+    raise ConfigError(f"num_prompts={num_prompts}: expected 0 (every prompt of the split) or "
+                      "a positive number")
   rm = load_reward_model(reward_workdir)
   if max_new_tokens is None:
     max_new_tokens = rm.response_budget()
@@ -173,7 +176,7 @@ def define_flags() -> None:
   flags.DEFINE_string("policy_workdir", None, "The fine-tuned policy.", required=True)
   flags.DEFINE_string("reward_workdir", None, "The reward model.", required=True)
   flags.DEFINE_string("split", "test", "Split whose prompts are used.")
-  flags.DEFINE_integer("num_prompts", 128, "Prompts evaluated (0 = all).")
+  flags.DEFINE_integer("num_prompts", 0, "Prompts evaluated (0 = all).")
   flags.DEFINE_integer("pool", 16, "Samples drawn once per prompt.")
   flags.DEFINE_integer("max_new_tokens", None,
                        "Tokens sampled per candidate (default: the reward model's response "

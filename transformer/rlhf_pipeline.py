@@ -106,7 +106,7 @@ def last_eval(workdir: str) -> dict[str, float]:
 
 
 def run_pipeline(workdir: str, *, architecture: str = "encoder_decoder", tiny: bool = False,
-                 data_dir: str = "", num_prompts: int = 128,
+                 data_dir: str = "", num_prompts: int = 0,
                  print_fn: Callable[[str], None] = print) -> str:
   """Runs (or resumes) every stage and evaluation; returns the report's path.
 
@@ -230,7 +230,8 @@ _ARCHITECTURE = flags.DEFINE_enum("architecture", "encoder_decoder", ARCHITECTUR
                                   "The one architecture of every stage.")
 _TINY = flags.DEFINE_bool("tiny", False, "Run the experiments' tiny variants (a smoke test).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir of the corpus ('' = default).")
-_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 128, "Test prompts of the best-of-N eval.")
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 0,
+                                     "Test prompts of the best-of-N eval (0 = all).")
 
 
 def main(argv: list[str]) -> None:
