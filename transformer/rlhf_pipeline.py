@@ -224,25 +224,26 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
   return report
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage's subfolder goes.",
-                               required=True)
-_ARCHITECTURE = flags.DEFINE_enum("architecture", "encoder_decoder", ARCHITECTURES,
-                                  "The one architecture of every stage.")
-_TINY = flags.DEFINE_bool("tiny", False, "Run the experiments' tiny variants (a smoke test).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir of the corpus ('' = default).")
-_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 0,
-                                     "Test prompts of the best-of-N eval (0 = all).")
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command)."""
+  flags.DEFINE_string("workdir", None, "Where every stage's subfolder goes.", required=True)
+  flags.DEFINE_enum("architecture", "encoder_decoder", ARCHITECTURES,
+                    "The one architecture of every stage.")
+  flags.DEFINE_bool("tiny", False, "Run the experiments' tiny variants (a smoke test).")
+  flags.DEFINE_string("data_dir", "", "TFDS data dir of the corpus ('' = default).")
+  flags.DEFINE_integer("num_prompts", 0, "Test prompts of the best-of-N eval (0 = all).")
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
   start = time.perf_counter()
-  run_pipeline(_WORKDIR.value, architecture=_ARCHITECTURE.value, tiny=_TINY.value,
-               data_dir=_DATA_DIR.value, num_prompts=_NUM_PROMPTS.value,
-               print_fn=lambda line: print(line, flush=True))
+  run_pipeline(f.workdir, architecture=f.architecture, tiny=f.tiny, data_dir=f.data_dir,
+               num_prompts=f.num_prompts, print_fn=lambda line: print(line, flush=True))
   print(f"pipeline finished in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
