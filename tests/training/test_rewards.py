@@ -170,6 +170,8 @@ def test_cut_responses_scores_the_first_budget_tokens(reward_run):
 
 def test_bad_reward_inputs_give_one_line_errors(reward_run):
   sft, rm, _ = reward_run
+  with pytest.raises(ConfigError, match="num_prompts=-1: expected 0"):
+    best_of_n.evaluate(sft, rm, num_prompts=-1)
   with pytest.raises(ConfigError, match="is not a reward model: its run is stage 'finetune'"):
     load_reward_model(sft)
   with pytest.raises(ValueError, match=r"response 0 has \d+ tokens: with its EOS it does not fit"):

@@ -47,7 +47,8 @@ def train_flops_per_step(cfg: ModelConfig, task: Task,
       rows, targets_len = batch_shapes[name]
       macs += rows * (model.forward_macs(cfg, inputs_len, targets_len) - encoder
                       - targets_len * logits_per_token)
-    macs += rows * encoder
+    if encoder:  # once per input row, whatever the number of target rows it feeds
+      macs += batch_shapes[call["inputs"]][0] * encoder
   return 3.0 * 2.0 * macs
 
 

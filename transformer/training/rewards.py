@@ -141,16 +141,16 @@ class RewardModel:
       raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     data = self.config.data.copy_and_resolve_references()
     data.num_responses, data.truncate_inputs = 1, True
-    lengths = {k: v for k, v in self.task.lengths(data).items()}
+    lengths = self.task.lengths(data)
     rows = []
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
       response_ids = self.tokenizer.encode(response)
-      if len(response_ids) > self.response_budget() and cut_responses:
+      if len(response_ids) > self.response_budget():
+        if not cut_responses:
+          raise ValueError(f"response {i} has {len(response_ids)} tokens: with its EOS it does "
+                           f"not fit the reward model's sequence (at most "
+                           f"{self.response_budget()} response tokens)")
         response_ids = response_ids[:self.response_budget()]
-      elif len(response_ids) > self.response_budget():
-        raise ValueError(f"response {i} has {len(response_ids)} tokens: with its EOS it does "
-                         f"not fit the reward model's sequence (at most "
-                         f"{self.response_budget()} response tokens)")
       example = self.task.examples((self.tokenizer.encode(prompt), response_ids), None, data)[0]
       rows.append(tasks.pad_example(example, lengths, with_segmentation=False))
     scores = []
