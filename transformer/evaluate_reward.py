@@ -68,8 +68,7 @@ def evaluate(workdir: str, baseline_workdir: str | None, split: str = "test",
       raise ConfigError(f"--baseline_workdir={baseline_workdir}: architecture "
                         f"{cfg.architecture!r} does not read the reward data's task")
     model = build_model(cfg)
-    baseline = (jax.jit(lambda p, b: likelihood_scores(model, p, b, jax.random.PRNGKey(0))),
-                params)
+    baseline = (jax.jit(lambda p, b: likelihood_scores(model, p, b)), params)
   better, worse = pair_indices(rm.config.data.num_responses, rm.config.reward.pairing)
   rm_diff, base_diff, chosen_len, rejected_len, chosen, rejected = [], [], [], [], [], []
   examples = 0

@@ -1,5 +1,6 @@
 """Sampling: top-k = 1 is greedy, top-p against a numpy reference, seeds reproduce samples, and the
-draws follow softmax(logits / temperature) after the filters (chi-square over 20,000 draws)."""
+draws follow softmax(logits / temperature) after the filters (chi-square over 20,000 draws); the
+log-probabilities returned with the samples are the teacher-forced log π of the same tokens."""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import pytest
 from tests.decoding.conftest import init_params, tiny_config
 from transformer.decoding import generate
 from transformer.decoding.sampling import sampler, top_k_filter, top_p_filter
+from transformer.models.logprobs import sequence_logprobs
 from transformer.models.registry import build_model
 from transformer.special_ids import PAD_ID
 
@@ -132,3 +134,28 @@ def test_generate_samples_the_models_next_token_distribution_at_the_temperature(
     assert statistic < CHI2_CRITICAL[dof], (temperature, statistic)
     other = 1.5 if temperature == 0.7 else 0.7
     assert chi_square(first, softmax(logits / other))[0] > 10 * CHI2_CRITICAL[dof]
+
+
+@pytest.mark.parametrize("method, temperature, top_k, top_p", [
+    ("sample", 1.0, 0, 1.0), ("sample", 0.7, 0, 1.0), ("sample", 1.5, 5, 0.9),
+    ("greedy", 1.0, 0, 1.0)])
+def test_returned_log_probs_equal_teacher_forced_sequence_logprobs(model, method, temperature,
+                                                                   top_k, top_p):
+  """The log π the sampler returns with its tokens is the model's own (untempered, unfiltered),
+  the teacher-forced `sequence_logprobs` of the same tokens."""
+  config, params = model
+  tokens, log_probs = generate(config, params, PROMPTS, method=method, temperature=temperature,
+                               top_k=top_k, top_p=top_p, max_new_tokens=8,
+                               rng=jax.random.key(5), with_log_probs=True)
+  assert log_probs.shape == tokens.shape and log_probs.dtype == jnp.float32
+  assert np.all(np.asarray(log_probs)[np.asarray(tokens) == PAD_ID] == 0.0)
+  per_token, total = sequence_logprobs(build_model(config.eval()), params, PROMPTS, tokens)
+  np.testing.assert_allclose(log_probs, per_token, atol=1e-5)
+  np.testing.assert_allclose(np.sum(log_probs, axis=1), total, atol=1e-5)
+  assert np.all(np.asarray(log_probs)[np.asarray(tokens) != PAD_ID] < 0)
+
+
+def test_beam_search_has_no_per_token_log_probs(model):
+  config, params = model
+  with pytest.raises(ValueError, match="with_log_probs is for method='greedy' or 'sample'"):
+    generate(config, params, PROMPTS, method="beam", max_new_tokens=4, with_log_probs=True)

@@ -13,9 +13,9 @@ Prompts are right-padded with PAD; a row's prompt length is its number of
 non-PAD tokens.
 """
 
-import jax
 import jax.numpy as jnp
 
+from transformer.models.logprobs import next_token_logprobs
 from transformer.special_ids import BOS_ID, PAD_ID
 
 
@@ -45,16 +45,18 @@ def step_log_probs(logits: jnp.ndarray, forced_tokens: jnp.ndarray,
     forced: bool, broadcastable to forced_tokens: the row is still inside its prompt.
 
   Returns:
-    float32 [..., vocab]: log_softmax(logits) with PAD at -inf; on forced rows 0 at the
-    forced token and -inf elsewhere (the prompt adds nothing to a hypothesis' score).
+    float32 [..., vocab]: the model's next-token log-probabilities
+    (`models.logprobs.next_token_logprobs`: PAD excluded); on forced rows 0 at the forced
+    token and -inf elsewhere (the prompt adds nothing to a hypothesis' score).
   """
   vocab = jnp.arange(logits.shape[-1])
-  log_probs = jax.nn.log_softmax(jnp.where(vocab == PAD_ID, -jnp.inf, logits.astype(jnp.float32)))
+  log_probs = next_token_logprobs(logits)
   prompt = jnp.where(vocab == forced_tokens[..., None], 0.0, -jnp.inf)
   return jnp.where(jnp.asarray(forced)[..., None], prompt, log_probs)
 
 
 def new_tokens(buffer: jnp.ndarray, prompt_lengths: jnp.ndarray, num_new: int) -> jnp.ndarray:
-  """The generated part of each row: int [batch, ..., T] -> int [batch, ..., num_new]."""
+  """The generated part of each row: [batch, ..., T] -> [batch, ..., num_new] (the tokens, or
+  anything recorded per buffer position)."""
   start = prompt_lengths.reshape(prompt_lengths.shape + (1,) * (buffer.ndim - 1)) + 1
   return jnp.take_along_axis(buffer, start + jnp.arange(num_new), axis=-1)

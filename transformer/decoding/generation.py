@@ -49,7 +49,8 @@ def num_new_tokens(config: ModelConfig, prompt_len: int, max_new_tokens: int | N
 def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: str = "greedy",
              max_new_tokens: int | None = None, beam_size: int = 4, alpha: float = 0.6,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             rng: jax.Array | None = None, use_cache: bool = True) -> jnp.ndarray:
+             rng: jax.Array | None = None, use_cache: bool = True,
+             with_log_probs: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
   """Continues (decoder-only) or transduces (encoder-decoder) a batch of prompts.
 
   Args:
@@ -67,9 +68,14 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     rng: PRNG key ('sample'); the same key gives the same samples.
     use_cache: False recomputes the whole prefix every step (a reference for benchmarks). An
       architecture without `kv_cache` always takes this path.
+    with_log_probs: also return each new token's log-probability ('greedy', 'sample').
 
   Returns:
     int32 [batch, num_new]: new tokens of each prompt, EOS included where generated, then PAD.
+    With `with_log_probs`, (tokens, float32 [batch, num_new]): log π of each new token under
+    the model itself, 0 on PAD: the untempered, unfiltered log-softmax (PAD excluded), equal
+    to the teacher-forced `models.logprobs.sequence_logprobs` of the same tokens, whatever
+    temperature, top_k and top_p drew them.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -83,6 +89,8 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     raise ValueError(f"top_k must be in [0, {config.vocab_size}], got {top_k}")
   if not 0 < top_p <= 1:
     raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+  if with_log_probs and method == "beam":
+    raise ValueError("with_log_probs is for method='greedy' or 'sample', not 'beam'")
   if method == "sample" and rng is None:
     raise ValueError("method='sample' needs an rng key (seed)")
   prompts = jnp.asarray(prompts, jnp.int32)
@@ -93,12 +101,13 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     raise ValueError(f"encoder inputs must have 1 to max_len={config.max_len} tokens, "
                      f"got {prompts.shape[1]}")
   num_new = num_new_tokens(config, prompts.shape[1], max_new_tokens)
-  return _generate(config, params, prompts, rng if rng is not None else jax.random.key(0),
+  outputs = _generate(config, params, prompts, rng if rng is not None else jax.random.key(0),
                    jnp.float32(alpha), jnp.float32(temperature), jnp.int32(top_k),
                    jnp.float32(top_p), method=method, num_new=num_new,
                    limited=max_new_tokens is not None,
                    beam_size=beam_size if method == "beam" else 1,
                    use_cache=use_cache and model_class.kv_cache)
+  return outputs if with_log_probs or method == "beam" else outputs[0]
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(
@@ -106,8 +115,9 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
 def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.Array,
               alpha: jnp.ndarray, temperature: jnp.ndarray, top_k: jnp.ndarray,
               top_p: jnp.ndarray, *, method: str, num_new: int, limited: bool, beam_size: int,
-              use_cache: bool) -> jnp.ndarray:
-  """The jit-compiled body of `generate` (arguments validated there)."""
+              use_cache: bool) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+  """The jit-compiled body of `generate` (arguments validated there): beam search's tokens,
+  or (tokens, log-probabilities) of greedy decoding and sampling."""
   batch = prompts.shape[0]
   prompt_lengths = jnp.sum(prompts != PAD_ID, axis=1)
   max_new = jnp.full((batch,), num_new) if limited else jnp.minimum(

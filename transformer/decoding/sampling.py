@@ -5,7 +5,10 @@ step through a `LogitsFn` (see `cache.py`) and lets a `Chooser` pick the next
 token from the step's log-probabilities: `greedy` takes the argmax, `sampler`
 draws from the temperature-scaled distribution restricted to the top k tokens
 and to the nucleus (top p). A row stops at EOS or after its own limit of new
-tokens; the loop stops when every row has.
+tokens; the loop stops when every row has. With each token the loop returns its
+log-probability under the model itself (untempered, unfiltered: log π, as
+`models.logprobs` computes it teacher-forced), so a policy's samples come with the
+log π that its KL and policy-gradient estimates need.
 """
 
 from collections.abc import Callable
@@ -68,7 +71,8 @@ def sampler(temperature: float | jnp.ndarray, top_k: int | jnp.ndarray,
 
 
 def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new: jnp.ndarray,
-                num_new: int, choose: Chooser, rng: jax.Array) -> jnp.ndarray:
+                num_new: int, choose: Chooser,
+                rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Decodes one hypothesis per row.
 
   Args:
@@ -81,26 +85,35 @@ def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new
     rng: key; step t uses fold_in(rng, t).
 
   Returns:
-    int [batch, num_new]: new tokens, EOS included where generated, then PAD.
+    (int [batch, num_new]: new tokens, EOS included where generated, then PAD;
+    float32 [batch, num_new]: the log-probability of each new token under the model, 0 on
+    PAD). The log-probabilities are the model's own (`models.logprobs.next_token_logprobs`
+    of the untempered, unfiltered logits), not those of the distribution `choose` drew from:
+    they equal the teacher-forced `models.logprobs.sequence_logprobs` of the same tokens.
   """
   buffer, prompt_lengths = initial_buffer(prompts, num_new)
   num_steps = prompts.shape[1] + num_new
 
   def not_finished(state: tuple) -> jnp.ndarray:
-    step, _, _, done = state
+    step, _, _, _, done = state
     return (step < num_steps) & ~jnp.all(done)
 
   def step_fn(state: tuple) -> tuple:
-    step, buffer, cache, done = state
+    step, buffer, scores, cache, done = state
     logits, cache = logits_fn(lax.dynamic_slice_in_dim(buffer, step, 1, axis=1), cache)
     forced = step + 1 <= prompt_lengths
     log_probs = step_log_probs(logits, buffer[:, step + 1], forced)
     token = jnp.where(done, PAD_ID, choose(log_probs, jax.random.fold_in(rng, step)))
+    score = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+    scores = scores.at[:, step + 1].set(jnp.where(done | forced, 0.0, score))
     buffer = buffer.at[:, step + 1].set(token)
     at_limit = step + 1 - prompt_lengths >= max_new
     done = done | (~forced & ((token == EOS_ID) | at_limit))
-    return step + 1, buffer, cache, done
+    return step + 1, buffer, scores, cache, done
 
   done = jnp.zeros(prompts.shape[0], bool)
-  _, buffer, _, _ = lax.while_loop(not_finished, step_fn, (jnp.int32(0), buffer, cache, done))
-  return new_tokens(buffer, prompt_lengths, num_new)
+  scores = jnp.zeros(buffer.shape, jnp.float32)
+  _, buffer, scores, _, _ = lax.while_loop(not_finished, step_fn,
+                                           (jnp.int32(0), buffer, scores, cache, done))
+  return (new_tokens(buffer, prompt_lengths, num_new),
+          new_tokens(scores, prompt_lengths, num_new))

@@ -34,6 +34,7 @@ import numpy as np
 
 from transformer.data.tasks import TASKS
 from transformer.models.config import ModelConfig
+from transformer.models.logprobs import target_logprobs
 from transformer.models.registry import ARCHITECTURES, architecture, build_model
 from transformer.models.reward import reward_model, score_at_eos
 from transformer.special_ids import PAD_ID
@@ -125,7 +126,6 @@ def summarize_tokens(sums: Mapping[str, float]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- reward stage
 
-ScoreFn = Callable[[Any, jnp.ndarray, jnp.ndarray, jax.Array], jnp.ndarray]
 PAIRINGS = ("best_vs_rest", "all")
 
 
@@ -264,29 +264,14 @@ def summarize_rewards(sums: Mapping[str, float]) -> dict[str, float]:
           "pairs": float(sums["pairs"])}
 
 
-def mean_log_likelihood_score(model: nn.Module) -> ScoreFn:
-  """score(params, tokens [b, t], weights [b, t], rng, inputs=None) -> [b]: mean log p(token).
-
-  The likelihood baseline of a reward model: a language model's mean token log-likelihood
-  of the response (weights on it); `inputs` [b, s] for an encoder-decoder.
-  """
-  def score(params, tokens, weights, rng, inputs=None):
-    batch = {"targets": tokens} if inputs is None else {"targets": tokens, "inputs": inputs}
-    logits = logits_fn(model, params, batch, rng)
-    _, nll = token_cross_entropy(logits, tokens)
-    weights = weights.astype(jnp.float32)
-    return -jnp.sum(nll * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
-  return score
-
-
-def likelihood_scores(model: nn.Module, params: Any, batch: Batch,
-                      rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(scores [b, K], valid [b, K]) of the likelihood baseline (a language model) on a
-  preference batch: each response's mean token log-likelihood."""
+def likelihood_scores(model: nn.Module, params: Any,
+                      batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(scores [b, K], valid [b, K]) of the likelihood baseline on a preference batch: each
+  response's mean token log π (`models.logprobs`) under a language model (eval variant)."""
   flat, weights, k = response_batch(batch)
-  scores = mean_log_likelihood_score(model)(params, flat["targets"], weights, rng,
-                                            flat.get("inputs"))
-  return scores.reshape(-1, k), (jnp.sum(weights, axis=-1) > 0).reshape(-1, k)
+  _, total = target_logprobs(model, params, flat, weights)
+  count = jnp.sum((weights > 0).astype(jnp.float32), axis=-1)
+  return (total / jnp.maximum(count, 1.0)).reshape(-1, k), (count > 0).reshape(-1, k)
 
 
 def reward_options(config: Any) -> dict[str, Any]:
