@@ -12,7 +12,8 @@ from transformer.training.loop import run
 
 VARIANTS = {"wmt14_ende": ("base", "big"), "baselines": ("lstm", "gated_cnn", "transformer"),
             "finetune_lm": ("encoder_decoder", "decoder_only"),
-            "reward": ("encoder_decoder", "decoder_only")}
+            "reward": ("encoder_decoder", "decoder_only"),
+            "dpo": ("encoder_decoder", "decoder_only")}
 NAMES = sorted(os.path.basename(path)[:-3]
                for path in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 # Not a run config: transformer.compare_lms runs it (its tiny variant: test_comparison.py).

@@ -32,8 +32,8 @@ def poisoned_make_train_step(steps: tuple[int, ...], target: str):
       bad = jnp.isin(state.step + 1, jnp.asarray(steps))
       factor = jnp.where(bad, jnp.nan, 1.0)
 
-      def poisoned_loss(params, batch, rng):
-        objective, sums = loss_fn(params, batch, rng)
+      def poisoned_loss(params, batch, rng, frozen):
+        objective, sums = loss_fn(params, batch, rng, frozen)
         if target != "loss":
           return objective, sums
         return objective * factor, {**sums, "loss": sums["loss"] * factor}

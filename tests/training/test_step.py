@@ -38,14 +38,14 @@ def setup(label_smoothing=0.1):
 def test_gradient_accumulation_equals_the_big_batch_gradient():
   loss_fn, params = setup()
   batch, rng = random_batch(), jax.random.PRNGKey(1)
-  big_grads, big_sums = accumulate_gradients(loss_fn, params, batch, rng, 1)
-  acc_grads, acc_sums = accumulate_gradients(loss_fn, params, batch, rng, 4)
+  big_grads, big_sums = accumulate_gradients(loss_fn, params, {}, batch, rng, 1)
+  acc_grads, acc_sums = accumulate_gradients(loss_fn, params, {}, batch, rng, 4)
   for name in big_sums:
     np.testing.assert_allclose(acc_sums[name], big_sums[name], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                acc_grads, big_grads)
   # And the accumulated gradient is the gradient of the mean loss over all tokens of the batch.
-  mean_loss = lambda p: loss_fn(p, batch, rng)[0] / loss_fn(p, batch, rng)[1]["tokens"]
+  mean_loss = lambda p: loss_fn(p, batch, rng, {})[0] / loss_fn(p, batch, rng, {})[1]["tokens"]
   direct = jax.grad(mean_loss)(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a / big_sums["tokens"], b, rtol=1e-4,
                                                        atol=1e-6),
@@ -88,8 +88,8 @@ def test_train_steps_reduce_the_loss_on_a_fixed_batch():
   parts = assemble(config, jax.devices()[:1])
   state, _ = parts.init()
   batch = parts.put_batch(random_batch())
-  before = parts.eval_step(state.params, batch)
+  before = parts.eval_step(state.params, batch, state.frozen)
   for i in range(30):
     state, _ = parts.train_step(state, batch, jax.random.PRNGKey(i))
-  after = parts.eval_step(state.params, batch)
+  after = parts.eval_step(state.params, batch, state.frozen)
   assert after["loss"] / after["tokens"] < 0.7 * before["loss"] / before["tokens"]

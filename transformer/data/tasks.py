@@ -272,6 +272,11 @@ class Task:
     """The token-id features of a batch row (not the `*_weights`, segmentation or positions)."""
     return tuple(k for k in self.lengths(cfg) if not k.endswith("_weights"))
 
+  def has_targets(self, cfg: Any) -> bool:
+    """Its batches hold `targets` (end-of-run samples decode from them; a preference task's
+    hold `response_k` instead)."""
+    return "targets" in self.lengths(cfg)
+
 
 def _lm_lengths(cfg: Any) -> dict[str, int]:
   return {"targets": cfg.seq_len}
@@ -374,10 +379,11 @@ TASKS: Mapping[str, Task] = {task.name: task for task in (
          lengths=_seq2seq_lengths, examples=_seq2seq_examples, model_calls=_INPUTS_TARGETS),
     Task("prefix_lm", "pairs", encoder=False, stages=("finetune",), packable=True, random=False,
          lengths=_prefix_lm_lengths, examples=_prefix_lm_examples, model_calls=_TARGETS),
-    Task("preference", "preferences", encoder=False, stages=("reward",), packable=False,
+    Task("preference", "preferences", encoder=False, stages=("reward", "dpo"), packable=False,
          random=False, lengths=_preference_lengths, examples=_preference_examples,
          model_calls=_RESPONSES),
-    Task("preference_seq2seq", "preferences", encoder=True, stages=("reward",), packable=False,
+    Task("preference_seq2seq", "preferences", encoder=True, stages=("reward", "dpo"),
+         packable=False,
          random=False, lengths=_preference_seq2seq_lengths,
          examples=_preference_seq2seq_examples, model_calls=_INPUTS_RESPONSES),
 )}

@@ -12,6 +12,9 @@ benchmarks all start from it. Resume order (the log says which happened), in
   2. else `config.init_from`: params from an earlier stage's latest checkpoint, matched by
      path and shape; the rest (e.g. a new head) initialised fresh, both listed in the log;
   3. else scratch.
+A stage with frozen params (`Stage.frozen`: dpo's reference) makes them from the params it
+starts with in cases 2 and 3 (a copy: the fine-tuned run's params, frozen), and restores them
+from the checkpoint's own item in case 1, so a resumed run keeps its first reference.
 """
 
 import dataclasses
@@ -56,7 +59,7 @@ class Assembly:
     layout: where state, batches and steps live (`parallel.Layout`).
     train_step: (state, global batch, rng) -> (state, sums), jit- or pmap-compiled for the
       layout (compiled on first call), donating the old state.
-    eval_step: (params, global batch) -> sums, compiled for the layout.
+    eval_step: (params, global batch, frozen) -> sums, compiled for the layout.
     init_state: init rng -> the state at step 0, computed into the layout (compiled once).
   """
 
@@ -71,7 +74,7 @@ class Assembly:
   layout: parallel.Layout
   pure_train_step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]
   train_step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]
-  eval_step: Callable[[Any, Batch], Sums]
+  eval_step: Callable[[Any, Batch, Any], Sums]
   init_state: Callable[[jax.Array], TrainState]
 
   def init(self) -> tuple[TrainState, jax.Array]:
@@ -83,7 +86,7 @@ class Assembly:
   def abstract_state(self) -> TrainState:
     """The state's ShapeDtypeStructs (nothing allocated)."""
     return jax.eval_shape(lambda: create_train_state(
-        init_params(self.model, jax.random.PRNGKey(0)), self.tx))
+        init_params(self.model, jax.random.PRNGKey(0)), self.tx, self.stage.frozen))
 
   def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of one global batch of the data task (no data read)."""
@@ -134,9 +137,11 @@ class Assembly:
       print_fn(f"initialising from init_from={self.config.init_from} (step {step}): restored "
                f"{len(restored)} params, initialised fresh {len(fresh)}"
                + "".join(f"\n  fresh: {name}" for name in fresh))
-      state = create_train_state(params, self.tx)
+      state = create_train_state(params, self.tx, self.stage.frozen)
     else:
       print_fn("starting from scratch (no checkpoint in the workdir, no init_from)")
+    if state.frozen and resumed is None:
+      print_fn(f"frozen {', '.join(state.frozen)}: a copy of these starting params")
     return parallel.put_state(self.layout, state), rng
 
   def _param_sharding(self, state: TrainState) -> Callable[[str, tuple[int, ...]], Any]:
@@ -161,7 +166,7 @@ def assemble(config: ml_collections.ConfigDict,
   model = stage.build_model(cfg.train(), config)
   eval_model = stage.build_model(cfg.eval(), config)
   tx, schedule = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
-  layout = parallel.make_layout(config, boxed_state_shapes(model, tx),
+  layout = parallel.make_layout(config, boxed_state_shapes(model, tx, stage.frozen),
                                 None if devices is None else list(devices))
   pure_train_step = make_train_step(
       stage.make_loss(model, config.label_smoothing, **stage.options(config)), tx,
@@ -171,7 +176,7 @@ def assemble(config: ml_collections.ConfigDict,
                                              **stage.options(config)),
                              axis_name=layout.axis_name)
   init_state = parallel.jit_init_state(
-      layout, lambda key: create_train_state(init_params(model, key), tx))
+      layout, lambda key: create_train_state(init_params(model, key), tx, stage.frozen))
   return Assembly(config, cfg, stage, task, model, eval_model, tx, schedule, layout,
                   pure_train_step, parallel.jit_train_step(layout, pure_train_step),
                   parallel.jit_eval_step(layout, eval_step), init_state)

@@ -7,6 +7,8 @@ Workdir layout:
   checkpoints/<step>/      one Orbax checkpoint per saved step, with items
       params/              the model params
       train/               {'step', 'opt_state', 'rng'}
+      frozen/              the frozen params the loss reads (DPO's reference), if the stage
+                           has any: saved apart from the trainable state, never updated
       data/                the grain iterator state (process_<i>-of-<n>.json)
       config/              the run config again (JSON), so a checkpoint stands alone
       metrics/             the eval metrics of that step, when it had an eval
@@ -88,14 +90,14 @@ def check_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
   saved = read_config(workdir)
   if saved is None:
     return
-  differences = _model_differences(saved, config)
+  differences = model_differences(saved, config)
   if differences:
     raise ConfigError(f"workdir {workdir} holds a run with an incompatible model config "
                       f"({'; '.join(differences)}): use a new --workdir, or init_from to start "
                       "from it")
 
 
-def _model_differences(saved: ml_collections.ConfigDict,
+def model_differences(saved: ml_collections.ConfigDict,
                        config: ml_collections.ConfigDict) -> list[str]:
   """'field: saved -> now' for each param-relevant model field that differs."""
   old, new = model_config(saved), model_config(config)
@@ -176,11 +178,12 @@ def save(manager: ocp.CheckpointManager, state: TrainState, rng: jax.Array, data
   step = int(state.step)
   if metrics is not None and not all(math.isfinite(v) for v in metrics.values()):
     metrics = None
+  frozen = {"frozen": ocp.args.StandardSave(state.frozen)} if state.frozen else {}
   manager.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state, "rng": rng}),
       data=grain.PyGrainCheckpointSave(data_iterator),
-      config=ocp.args.JsonSave(config.to_dict())),
+      config=ocp.args.JsonSave(config.to_dict()), **frozen),
       metrics=metrics, force=True)
   if not config.async_checkpoints:
     manager.wait_until_finished()
@@ -191,14 +194,15 @@ def restore(manager: ocp.CheckpointManager, step: int, state: TrainState, rng: j
   """Restores (state, rng) shaped like the given ones and moves `data_iterator` to the saved
   position."""
   abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)  # noqa: E731
+  frozen = {"frozen": ocp.args.StandardRestore(abstract(state.frozen))} if state.frozen else {}
   restored = manager.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(abstract(state.params)),
       train=ocp.args.StandardRestore(abstract(
           {"step": state.step, "opt_state": state.opt_state, "rng": rng})),
-      data=grain.PyGrainCheckpointRestore(data_iterator)))
+      data=grain.PyGrainCheckpointRestore(data_iterator), **frozen))
   train = restored["train"]
-  return TrainState(step=train["step"], params=restored["params"],
-                    opt_state=train["opt_state"]), train["rng"]
+  return TrainState(step=train["step"], params=restored["params"], opt_state=train["opt_state"],
+                    frozen=restored["frozen"] if state.frozen else {}), train["rng"]
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -282,12 +286,13 @@ def _on_first_device(path: str, shape: tuple[int, ...]) -> jax.sharding.Sharding
 
 def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: PrintFn = print,
                        sharding_for: Callable[[str, tuple[int, ...]], jax.sharding.Sharding]
-                       = _on_first_device) -> tuple[Any, int]:
+                       = _on_first_device, item: str = "params") -> tuple[Any, int]:
   """(params as saved, step) from `workdir`'s checkpoint at `step` (default: the latest intact
   one with finite params; damaged later ones are set aside with one line each).
 
   Each param is restored with sharding_for('/'-joined path, shape) (default: this process's
   first device), so a checkpoint of any layout loads into any other, on every process.
+  item: 'params', or 'frozen' (the frozen params of a stage that has them).
   """
   directory = checkpoint_dir(workdir)
   handler = ocp.StandardCheckpointHandler()  # the params item alone, without a manager
@@ -306,7 +311,7 @@ def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: Print
         chosen = latest_verified_step(directory, print_fn, may_move=_may_move(workdir))
         if chosen is None:
           raise CheckpointError(f"no intact checkpoint in {directory}")
-      path = epath.Path(directory) / str(chosen) / "params"
+      path = epath.Path(directory) / str(chosen) / item
       try:
         params = handler.restore(path, args=ocp.args.StandardRestore(
             _abstract_params(handler, path, sharding_for)))

@@ -35,7 +35,8 @@ class ConfigError(ValueError):
 def default_config() -> ml_collections.ConfigDict:
   """The schema of every run config, with defaults (a tiny causal LM on the embedded corpus)."""
   c = ml_collections.ConfigDict()
-  c.stage = "pretrain"             # 'pretrain' | 'finetune' | 'reward': which loss and metrics.
+  c.stage = "pretrain"             # 'pretrain' | 'finetune' | 'reward' | 'dpo': which loss and
+                                   # metrics.
   c.seed = 0                       # Seeds parameter init, dropout and data order.
   c.data = data_config.default_data_config()  # The data section (see transformer/data/config.py).
   c.eval_split = "validation"      # Split used for evaluation.
@@ -80,6 +81,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.reward.margin_field = ""       # Batch feature of per-pair margins (Llama 2); '' = no margin.
   c.reward.dropout = False         # Keep the model's dropout in reward training (off by default).
   c.reward.bias_batches = 0        # Train batches scored for the bias (chosen mean 0); 0 = all.
+
+  c.dpo = ml_collections.ConfigDict()
+  c.dpo.beta = 0.1                 # DPO's β > 0: implicit reward β·log(π/π_ref) (paper: 0.1;
+                                   # 0.5 for summaries).
+  c.dpo.label_smoothing = 0.0      # Conservative DPO: assumed probability ε in [0, 0.5) that a
+                                   # preference label is flipped; 0 = plain DPO.
 
   c.init_from = ""                 # Workdir of an earlier stage to take params from (if no own
                                    # checkpoint).
@@ -161,6 +168,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.reward.bias_batches < 0:
     raise ConfigError(
         f"config.reward.bias_batches must be >= 0, got {config.reward.bias_batches!r}")
+  if not config.dpo.beta > 0:
+    raise ConfigError(f"config.dpo.beta must be > 0, got {config.dpo.beta!r}")
+  if not 0.0 <= config.dpo.label_smoothing < 0.5:
+    raise ConfigError(f"config.dpo.label_smoothing must be in [0, 0.5) (the probability that a "
+                      f"label is flipped), got {config.dpo.label_smoothing!r}")
   try:
     data_config.validate_data_config(config.data)
   except ValueError as e:
@@ -213,7 +225,7 @@ def _check_lengths(config: ml_collections.ConfigDict) -> None:
       if lengths[feature] > cfg.max_len:
         raise ConfigError(f"{_length_field(config, feature)} = {lengths[feature]} does not fit the "
                           f"learned position table: {fix} {lengths[feature]}")
-  decodes = config.bleu_eval_batches or (config.num_samples and config.stage != "reward")
+  decodes = config.bleu_eval_batches or (config.num_samples and task.has_targets(config.data))
   if not decodes:
     return
   off = "(or set config.num_samples=0 and config.bleu_eval_batches=0)"

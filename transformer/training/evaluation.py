@@ -68,10 +68,14 @@ def evaluate_run(workdir: str, split: str = "test", *, step: int | None = None,
   params, steps = averaging.load_params(workdir, step=step, average_last=average_last,
                                         averaged=averaged)
   params = jax.device_put(params, parts.layout.state_sharding.params)
+  frozen = {}
+  if parts.layout.state_sharding.frozen:  # the stage's frozen params (dpo: its reference)
+    frozen, _ = checkpoints.restore_raw_params(workdir, item="frozen", print_fn=print_fn)
+    frozen = jax.device_put(frozen, parts.layout.state_sharding.frozen)
   batches = f"{max_batches} batches" if max_batches else "all batches"
   start = time.perf_counter()
   print_fn(f"scoring {split} ({batches}) with the params of step(s) {steps} ...")
-  sums = evaluate_sums(parts, params, make_data(config, split, tokenizer, train=False),
+  sums = evaluate_sums(parts, params, frozen, make_data(config, split, tokenizer, train=False),
                        max_batches)
   report: dict[str, Any] = {
       "workdir": os.path.abspath(workdir), "split": split, "step": max(steps), "steps": steps,

@@ -43,6 +43,7 @@ from transformer.training import (
 )
 from transformer.training.assembly import Assembly, PrintFn, assemble
 from transformer.training.config import ConfigError, format_config
+from transformer.training.stages import get_stage
 from transformer.training.state import param_overview
 from transformer.training.step import NONFINITE, is_finite
 
@@ -114,6 +115,27 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
     if not integrity.steps(checkpoints.checkpoint_dir(config.init_from)):
       raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint "
                         f"(no step in {checkpoints.checkpoint_dir(config.init_from)})")
+    check_init_from_stage(config)
+
+
+def check_init_from_stage(config: ml_collections.ConfigDict) -> None:
+  """ConfigError (one line) if the stage starts only from runs of certain stages
+  (`Stage.init_from_stages`: dpo from a fine-tuned run, its frozen reference) and
+  `config.init_from` is another run, or holds another model than `config.model`."""
+  stage = get_stage(config.stage)
+  if not stage.init_from_stages:
+    return
+  saved = checkpoints.read_config(config.init_from)
+  needed = " or ".join(map(repr, stage.init_from_stages))
+  if saved.stage not in stage.init_from_stages:
+    raise ConfigError(f"config.init_from={config.init_from!r} is a {saved.stage!r} run: stage "
+                      f"{config.stage!r} starts from (and keeps as its frozen reference) a "
+                      f"{needed} run")
+  differences = checkpoints.model_differences(saved, config)
+  if differences:
+    raise ConfigError(f"config.init_from={config.init_from!r} holds another model than "
+                      f"config.model ({'; '.join(differences)}): stage {config.stage!r} "
+                      f"trains that {needed} model itself, with the same config.model")
 
 
 class _Training:
@@ -166,7 +188,7 @@ class _Training:
       if step == 0:  # the untrained (or init_from) baseline
         with phase(self.print, "compiling the eval step and evaluating at step 0 "
                    f"({config.eval_split})"):
-          eval_metrics = self.evaluate(self.state.params)
+          eval_metrics = self.evaluate(self.state)
         self.log_eval(0, eval_metrics)
       while step < last_step:
         request = stop.check(step)
@@ -194,7 +216,7 @@ class _Training:
           self.log_train(step, (step - timer_step) / elapsed, tokens / elapsed, step_flops, peak)
         pause_start = time.perf_counter()
         if evaluated:
-          eval_metrics = self.evaluate(self.state.params)
+          eval_metrics = self.evaluate(self.state)
           self.log_eval(step, eval_metrics)
         if saving:
           self.save(step, eval_metrics if evaluated else None)
@@ -211,7 +233,7 @@ class _Training:
     config = self.config
     if config.stage == "reward":  # the normalisation bias: the train split's chosen mean 0
       normalize_rewards(self.parts, self.state, config, self.tokenizer, self.workdir, self.print)
-    show_samples = config.num_samples and config.stage != "reward"
+    show_samples = config.num_samples and self.parts.task.has_targets(config.data)
     # Every process joins the gather of the params.
     params = parallel.to_host(self.state.params) if show_samples else None
     if self.is_main:
@@ -224,9 +246,9 @@ class _Training:
 
   # ---------------------------------------------------------------- metrics
 
-  def evaluate(self, params: Any) -> dict[str, float]:
-    config, parts = self.config, self.parts
-    results = parts.stage.summarize(evaluate_sums(parts, params, self.eval_data(),
+  def evaluate(self, state: Any) -> dict[str, float]:
+    config, parts, params = self.config, self.parts, state.params
+    results = parts.stage.summarize(evaluate_sums(parts, params, state.frozen, self.eval_data(),
                                                   config.eval_steps))
     if config.bleu_eval_batches:
       scores = evaluate_seq2seq(parts.model_config.eval(), params, self.tokenizer,
@@ -318,7 +340,8 @@ def normalize_rewards(parts: Assembly, state: Any, config: ml_collections.Config
   if stored is not None and stored["step"] == step:
     print_fn(f"reward bias {stored['bias']:.4f} of step {step} already stored")
     return
-  sums = evaluate_sums(parts, state.params, make_data(config, "train", tokenizer, train=False),
+  sums = evaluate_sums(parts, state.params, state.frozen,
+                       make_data(config, "train", tokenizer, train=False),
                        config.reward.bias_batches)
   if jax.process_index() == 0:
     rewards.normalize(sums, step, workdir, print_fn)
@@ -332,14 +355,15 @@ def make_data(config: ml_collections.ConfigDict, split: str, tokenizer: Any, *,
                                process_count=jax.process_count(), tokenizer=tokenizer)
 
 
-def evaluate_sums(parts: Assembly, params: Any, data: Iterator[Mapping[str, np.ndarray]],
-                  max_batches: int) -> dict[str, float]:
-  """Summed eval metrics over the first `max_batches` batches of `data` (all if 0)."""
+def evaluate_sums(parts: Assembly, params: Any, frozen: Any,
+                  data: Iterator[Mapping[str, np.ndarray]], max_batches: int) -> dict[str, float]:
+  """Summed eval metrics of `params` (and the stage's `frozen` params, `TrainState.frozen`)
+  over the first `max_batches` batches of `data` (all if 0)."""
   pending = []
   for i, batch in enumerate(data):
     if max_batches and i >= max_batches:
       break
-    pending.append(parts.eval_step(params, parts.put_batch(batch)))
+    pending.append(parts.eval_step(params, parts.put_batch(batch), frozen))
   if not pending:
     raise ValueError("the eval split gave no batches (are all its examples longer than the "
                      "config's lengths?)")

@@ -259,14 +259,16 @@ def jit_train_step(layout: Layout, train_step: Callable) -> Callable:
 
 
 def jit_eval_step(layout: Layout, eval_step: Callable) -> Callable:
-  """The layout's eval(params, batch) -> sums (global arrays); `eval_step` built with
+  """The layout's eval(params, batch, frozen) -> sums (global arrays); `eval_step` built with
   layout.axis_name."""
   if layout.mode == "jit":
-    return jax.jit(eval_step, in_shardings=(layout.state_sharding.params, layout.batch_sharding),
+    return jax.jit(eval_step, in_shardings=(layout.state_sharding.params, layout.batch_sharding,
+                                            layout.state_sharding.frozen),
                    out_shardings=layout.replicated)
   pmapped = jax.pmap(eval_step, axis_name=PMAP_AXIS,
                      devices=list(layout.batch_sharding.mesh.devices.flat))
-  return lambda params, batch: _unstacked(layout, pmapped(_stacked(layout, params), batch))
+  return lambda params, batch, frozen: _unstacked(layout, pmapped(
+      _stacked(layout, params), batch, _stacked(layout, frozen)))
 
 
 def lower_train_step(layout: Layout, train_step: Callable, state: TrainState,

@@ -1,10 +1,11 @@
 """The training stages: what each trains on, its loss, and its metrics.
 
-A stage's loss function has one signature, `loss_fn(params, batch, rng) -> (objective, sums)`:
-`objective` is a sum over the batch (not a mean) and `sums` holds metric sums plus the
-stage's denominator (tokens or pairs). Sums add across microbatches and devices, and the
-host divides them (`Stage.summarize`), so accumulated and sharded steps give exactly the
-single-batch numbers.
+A stage's loss function has one signature, `loss_fn(params, batch, rng, frozen) -> (objective,
+sums)`: `frozen` holds the params of the frozen models it reads (`TrainState.frozen`: DPO's
+reference; {} for the other stages), `objective` is a sum over the batch (not a mean) and
+`sums` holds metric sums plus the stage's denominator (tokens or pairs). Sums add across
+microbatches and devices, and the host divides them (`Stage.summarize`), so accumulated and
+sharded steps give exactly the single-batch numbers.
 
 Which data tasks a stage trains on is the task table's (`data/tasks.py`, `Task.stages`);
 which architectures fit a task is the architecture's (`has_encoder`, `models/registry.py`).
@@ -18,6 +19,12 @@ which architectures fit a task is the architecture's (`has_encoder`, `models/reg
   -log σ(r⁺ - r⁻ - margin) (+ center_coef (r⁺ + r⁻)²) averaged over the pairs of each
   prompt (`preference_loss`). Dropout is off unless `reward.dropout`. The policy's mean
   token log-likelihood (`likelihood_scores`) is the baseline a reward model must beat.
+- dpo: direct preference optimisation of the language model on the same preference data:
+  the chosen response against each rejected one, `policy_objectives.dpo_loss` of the summed
+  response log π (`models/logprobs.py`) of the policy and of the frozen reference, averaged
+  over the pairs of each prompt (`dpo_pair_loss`). The reference is a frozen copy of the
+  params the run starts from (`config.init_from`: the fine-tuned run), held in
+  `TrainState.frozen['reference']`. Dropout is off (policy and reference score alike).
 
 Adding a stage: its loss and summary here and an entry in STAGES, and its name in the
 `stages` of the tasks it trains on (`data/tasks.py`).
@@ -39,9 +46,11 @@ from transformer.models.registry import ARCHITECTURES, architecture, build_model
 from transformer.models.reward import reward_model, score_at_eos
 from transformer.special_ids import PAD_ID
 from transformer.training.losses import token_cross_entropy
+from transformer.training.policy_objectives import dpo_loss
 
 Batch = Mapping[str, jnp.ndarray]
-LossFn = Callable[[Any, Batch, jax.Array], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
+Frozen = Mapping[str, Any]  # name -> params of a frozen model (`TrainState.frozen`)
+LossFn = Callable[[Any, Batch, jax.Array, Frozen], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +58,17 @@ class Stage:
   """A training stage.
 
   Attributes:
-    name: 'pretrain' | 'finetune' | 'reward'.
+    name: 'pretrain' | 'finetune' | 'reward' | 'dpo'.
     make_loss: (model, label smoothing, **options) -> LossFn.
     denominator: the key of `sums` that the objective and gradients are divided by.
     summarize: host-side sums -> metrics (means, accuracy, perplexity).
     build_model: (ModelConfig in its variant, run config) -> the module the stage trains
       (default: the architecture's own; reward: `models.reward.reward_model`).
     options: run config -> keyword options of `make_loss` (default: none).
+    frozen: the run's starting params -> the frozen params its loss reads
+      (`TrainState.frozen`; default none; dpo: {'reference': a copy}).
+    init_from_stages: the stages whose runs `config.init_from` may name, with the same model
+      config (() = any run, any model: params matched by path and shape).
   """
   name: str
   make_loss: Callable[..., LossFn]
@@ -63,12 +76,16 @@ class Stage:
   summarize: Callable[[Mapping[str, float]], dict[str, float]]
   build_model: Callable[[ModelConfig, Any], nn.Module] = None  # type: ignore[assignment]
   options: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
+  frozen: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
+  init_from_stages: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.build_model is None:
       object.__setattr__(self, "build_model", build_language_model)
     if self.options is None:
       object.__setattr__(self, "options", no_options)
+    if self.frozen is None:
+      object.__setattr__(self, "frozen", no_frozen)
 
   def check(self, task: str, architecture_name: str) -> str | None:
     """None if this stage trains `architecture_name` on data task `task`, else a one-line reason."""
@@ -104,7 +121,8 @@ def target_weights(batch: Batch) -> jnp.ndarray:
 
 def token_loss(model: nn.Module, label_smoothing: float) -> LossFn:
   """Smoothed cross-entropy summed over weighted target tokens; sums loss, nll, correct, tokens."""
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, frozen):
+    del frozen  # reads no frozen model
     logits = logits_fn(model, params, batch, rng)
     loss, nll = token_cross_entropy(logits, batch["targets"], label_smoothing)
     weights = target_weights(batch)
@@ -236,7 +254,8 @@ def reward_model_loss(model: nn.Module, label_smoothing: float = 0.0, *,
   """
   del label_smoothing  # no smoothing in a reward model's loss
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, frozen):
+    del frozen  # reads no frozen model
     scores, valid = reward_scores(model, params, batch, rng)
     margin = batch[margin_field] if margin_field else None
     return preference_loss(scores, valid, pairing=pairing, margin=margin,
@@ -285,6 +304,96 @@ def build_reward_model(cfg: ModelConfig, config: Any) -> nn.Module:
   return reward_model(cfg if config.reward.dropout else cfg.eval())
 
 
+# ----------------------------------------------------------------------------- dpo stage
+
+REFERENCE = "reference"  # the key of DPO's frozen reference in TrainState.frozen
+
+
+def dpo_pair_loss(policy: jnp.ndarray, reference: jnp.ndarray, valid: jnp.ndarray, *,
+                  beta: float, label_smoothing: float
+                  ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """DPO's loss of the chosen response (index 0) against each rejected one, averaged over the
+  pairs of each element (as `preference_loss`).
+
+  Args:
+    policy, reference: float [b, K], each response's summed log π and log π_ref.
+    valid: bool [b, K] (a filler row or missing response is not).
+    beta, label_smoothing: `policy_objectives.dpo_loss`'s.
+
+  Returns:
+    (objective, sums): loss, prompts (elements with a pair), pairs, correct (implicit reward
+    of the chosen above the rejected), margin (Σ of that difference), and the sums and counts
+    of chosen / rejected log π and implicit rewards β(log π - log π_ref).
+  """
+  policy, reference = policy.astype(jnp.float32), reference.astype(jnp.float32)
+  loss, margin = dpo_loss(policy[:, :1], policy[:, 1:], reference[:, :1], reference[:, 1:],
+                          beta=beta, label_smoothing=label_smoothing)  # [b, K-1]
+  pair_on = (valid[:, :1] & valid[:, 1:]).astype(jnp.float32)
+  count = jnp.sum(pair_on, axis=1)
+  rewards = beta * (policy - reference)
+  chosen_on, rejected_on = valid[:, 0].astype(jnp.float32), valid[:, 1:].astype(jnp.float32)
+  sums = {"loss": jnp.sum(jnp.sum(loss * pair_on, axis=1) / jnp.maximum(count, 1.0)),
+          "prompts": jnp.sum((count > 0).astype(jnp.float32)), "pairs": jnp.sum(pair_on),
+          "correct": jnp.sum((margin > 0) * pair_on), "margin": jnp.sum(margin * pair_on),
+          "chosen_logp": jnp.sum(policy[:, 0] * chosen_on),
+          "chosen_reward": jnp.sum(rewards[:, 0] * chosen_on), "chosen_n": jnp.sum(chosen_on),
+          "rejected_logp": jnp.sum(policy[:, 1:] * rejected_on),
+          "rejected_reward": jnp.sum(rewards[:, 1:] * rejected_on),
+          "rejected_n": jnp.sum(rejected_on)}
+  return sums["loss"], sums
+
+
+def dpo_model_loss(model: nn.Module, label_smoothing: float = 0.0, *, beta: float,
+                   dpo_label_smoothing: float) -> LossFn:
+  """The dpo stage's loss: `dpo_pair_loss` of the policy's and the frozen reference's summed
+  response log π on a preference batch (one forward pass each over its b*K responses).
+
+  label_smoothing: the token loss's (unused: no log-probability here is smoothed);
+  dpo_label_smoothing: DPO's conservative ε (`config.dpo.label_smoothing`).
+  """
+  del label_smoothing
+
+  def loss_fn(params, batch, rng, frozen):
+    del rng  # dropout is off
+    flat, weights, k = response_batch(batch)
+    policy = target_logprobs(model, params, flat, weights)[1].reshape(-1, k)
+    reference = target_logprobs(model, frozen[REFERENCE], flat, weights)[1].reshape(-1, k)
+    valid = (jnp.sum(weights, axis=-1) > 0).reshape(-1, k)
+    return dpo_pair_loss(policy, reference, valid, beta=beta,
+                         label_smoothing=dpo_label_smoothing)
+  return loss_fn
+
+
+def summarize_dpo(sums: Mapping[str, float]) -> dict[str, float]:
+  """loss per prompt, implicit-reward accuracy (ties wrong) and mean margin, mean chosen /
+  rejected log π and implicit reward."""
+  pairs = max(float(sums["pairs"]), 1.0)
+  chosen, rejected = max(float(sums["chosen_n"]), 1.0), max(float(sums["rejected_n"]), 1.0)
+  return {"loss": float(sums["loss"]) / max(float(sums["prompts"]), 1.0),
+          "accuracy": float(sums["correct"]) / pairs, "margin": float(sums["margin"]) / pairs,
+          "chosen_logp": float(sums["chosen_logp"]) / chosen,
+          "rejected_logp": float(sums["rejected_logp"]) / rejected,
+          "chosen_reward": float(sums["chosen_reward"]) / chosen,
+          "rejected_reward": float(sums["rejected_reward"]) / rejected,
+          "pairs": float(sums["pairs"])}
+
+
+def dpo_options(config: Any) -> dict[str, Any]:
+  """The dpo loss's options from a run config's `dpo` section."""
+  return {"beta": config.dpo.beta, "dpo_label_smoothing": config.dpo.label_smoothing}
+
+
+def build_deterministic_model(cfg: ModelConfig, config: Any) -> nn.Module:
+  """The architecture's own module without dropout (in both the train and eval variants)."""
+  del config
+  return build_model(cfg.eval())
+
+
+def reference_copy(params: Any) -> dict[str, Any]:
+  """{'reference': a copy of `params`}: DPO's frozen reference, the run's starting params."""
+  return {REFERENCE: jax.tree.map(jnp.copy, params)}
+
+
 def build_language_model(cfg: ModelConfig, config: Any) -> nn.Module:
   """The architecture's own module (`registry.build_model`)."""
   del config
@@ -296,6 +405,11 @@ def no_options(config: Any) -> dict[str, Any]:
   return {}
 
 
+def no_frozen(params: Any) -> dict[str, Any]:
+  del params
+  return {}
+
+
 # ----------------------------------------------------------------------------- registry
 
 STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
@@ -303,6 +417,8 @@ STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
     Stage("finetune", token_loss, "tokens", summarize_tokens),
     Stage("reward", reward_model_loss, "prompts", summarize_rewards,
           build_model=build_reward_model, options=reward_options),
+    Stage("dpo", dpo_model_loss, "prompts", summarize_dpo, build_model=build_deterministic_model,
+          options=dpo_options, frozen=reference_copy, init_from_stages=("finetune",)),
 )}
 
 

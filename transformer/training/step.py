@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from transformer.training.stages import Batch, LossFn
+from transformer.training.stages import Batch, Frozen, LossFn
 from transformer.training.state import TrainState
 
 Sums = dict[str, jnp.ndarray]
@@ -36,13 +36,14 @@ def all_finite(tree: Any) -> jnp.ndarray:
 is_finite = jax.jit(all_finite)  # all_finite compiled (once per tree structure and placement)
 
 
-def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array,
-                         grad_accum_steps: int) -> tuple[Any, Sums]:
+def accumulate_gradients(loss_fn: LossFn, params: Any, frozen: Frozen, batch: Batch,
+                         rng: jax.Array, grad_accum_steps: int) -> tuple[Any, Sums]:
   """Summed gradients and metric sums over `grad_accum_steps` equal microbatches.
 
   Args:
-    loss_fn: (params, batch, rng) -> (summed objective, sums).
-    params: the model's pytree.
+    loss_fn: (params, batch, rng, frozen) -> (summed objective, sums).
+    params: the model's pytree (differentiated).
+    frozen: the frozen params the loss reads (`TrainState.frozen`; not differentiated).
     batch: arrays [global_batch, ...]; global_batch divisible by grad_accum_steps.
     rng: dropout key; microbatch i uses fold_in(rng, i).
     grad_accum_steps: number of microbatches.
@@ -54,13 +55,13 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Ar
       lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]), batch)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   first = jax.tree.map(lambda x: x[0], micro)
-  sums_shape = jax.eval_shape(loss_fn, params, first, rng)[1]
+  sums_shape = jax.eval_shape(loss_fn, params, first, rng, frozen)[1]
   zeros = (jax.tree.map(jnp.zeros_like, params),
            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
 
   def add_microbatch(carry, xs):
     index, microbatch = xs
-    (_, sums), grads = grad_fn(params, microbatch, jax.random.fold_in(rng, index))
+    (_, sums), grads = grad_fn(params, microbatch, jax.random.fold_in(rng, index), frozen)
     return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
   (grads, sums), _ = jax.lax.scan(add_microbatch, zeros, (jnp.arange(grad_accum_steps), micro))
@@ -86,7 +87,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominat
     train_step(state, batch, rng) -> (new state, sums incl. 'grad_norm' and NONFINITE).
   """
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Sums]:
-    grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, grad_accum_steps)
+    grads, sums = accumulate_gradients(loss_fn, state.params, state.frozen, batch, rng,
+                                       grad_accum_steps)
     if axis_name is not None:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums[denominator], 1.0), grads)
@@ -107,9 +109,10 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominat
 
 
 def make_eval_step(loss_fn: LossFn, *, axis_name: str | None = None
-                   ) -> Callable[[Any, Batch], Sums]:
-  """eval_step(params, batch) -> metric sums, for the eval variant of the model (no dropout)."""
-  def eval_step(params: Any, batch: Batch) -> Sums:
-    sums = loss_fn(params, batch, jax.random.PRNGKey(0))[1]
+                   ) -> Callable[[Any, Batch, Frozen], Sums]:
+  """eval_step(params, batch, frozen) -> metric sums, for the eval variant of the model (no
+  dropout); frozen: `TrainState.frozen`."""
+  def eval_step(params: Any, batch: Batch, frozen: Frozen) -> Sums:
+    sums = loss_fn(params, batch, jax.random.PRNGKey(0), frozen)[1]
     return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
   return eval_step
