@@ -20,7 +20,7 @@ import portpicker
 import pytest
 
 from tests.training import parallel_driver
-from tests.training.conftest import cached_tokenizer, tiny_experiment
+from tests.training.conftest import cached_tokenizer, load_experiment, tiny_experiment
 from transformer.data import pipeline
 from transformer.training import parallel, writer
 from transformer.training.assembly import assemble
@@ -123,6 +123,36 @@ def eight_devices(tmp_path_factory, data_dir, tokenizer_dir):
                           capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-4000:]
   return json.loads(out_path.read_text())
+
+
+def test_dpo_step_on_8_devices_equals_one_device(tmp_path, data_dir, tokenizer_dir):
+  """DPO reads the frozen reference (`TrainState.frozen`) in the step: jit data=8 and pmap 8
+  give the one-device losses, gradient norms and SGD update on the same global batches."""
+  config = load_experiment("dpo", "tiny")
+  config.data.data_dir = data_dir
+  config.global_batch_size = 8
+  tokenizer = cached_tokenizer(config, tokenizer_dir)  # prepares the corpus slice here
+  run_path, out_path = tmp_path / "run.json", tmp_path / "out.json"
+  run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer,
+                                  "workdir": str(tmp_path), "steps_only": True}))
+  result = subprocess.run([sys.executable,
+                           os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
+                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
+                          capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-4000:]
+  report = json.loads(out_path.read_text())
+  one = report["losses"]["1 device"]
+  np.testing.assert_allclose(one[0], np.log(2.0), rtol=1e-6)  # the reference = the start
+  assert one[-1] < one[0]
+  for name in ("jit data=8", "pmap 8"):
+    difference = parallel_driver.max_difference(report["losses"][name], one)
+    norms = (parallel_driver.max_difference(report["grad_norms"][name],
+                                            report["grad_norms"]["1 device"])
+             / max(report["grad_norms"]["1 device"]))
+    print(f"dpo {name} vs 1 device, 3 steps: loss {difference:.2e}, grad norm {norms:.2e}, "
+          f"SGD update {report['sgd_update_difference'][name]:.2e}")
+    assert difference < 1e-5 and norms < 1e-5, (name, report)
+    assert report["sgd_update_difference"][name] < 1e-5, (name, report)
 
 
 def test_jit_and_pmap_layouts_give_the_single_device_losses(eight_devices):
