@@ -18,7 +18,11 @@ def test_k_ranked_responses_are_k_forward_passes_without_logits():
   one = flops.train_flops_per_step(cfg, TASKS["lm"], {"targets": (3, 10)})
   logits = 6 * 3 * 10 * 100 * 8  # the reward model's scalar head replaces them
   shapes = {f"response_{k}{s}": (3, 10) for k in range(3) for s in ("", "_weights")}
-  assert flops.train_flops_per_step(cfg, TASKS["preference"], shapes) == 3 * (one - logits)
+  assert (flops.train_flops_per_step(cfg, TASKS["preference"], shapes, logits=False)
+          == 3 * (one - logits))
+  # dpo: the policy's logits, forward and backward, and the reference's forward
+  assert (flops.train_flops_per_step(cfg, TASKS["preference"], shapes, passes=4.0)
+          == 3 * one * 4 / 3)
 
 
 def test_k_responses_to_one_input_run_the_encoder_once():
@@ -30,7 +34,7 @@ def test_k_responses_to_one_input_run_the_encoder_once():
   logits = 6 * 2 * 5 * 800
   shapes = {"inputs": (2, 6), **{f"response_{k}{s}": (2, 5) for k in range(4)
                                  for s in ("", "_weights")}}
-  assert (flops.train_flops_per_step(cfg, TASKS["preference_seq2seq"], shapes)
+  assert (flops.train_flops_per_step(cfg, TASKS["preference_seq2seq"], shapes, logits=False)
           == 4 * (seq2seq - logits - 6 * encoder) + 6 * encoder)
 
 

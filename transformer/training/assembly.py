@@ -103,7 +103,8 @@ class Assembly:
   def flops_per_step(self) -> float:
     """Analytic matmul FLOPs of one train step on the global batch (`flops.py`)."""
     return flops.train_flops_per_step(
-        self.model_config, self.task, {k: v.shape for k, v in self.batch_spec().items()})
+        self.model_config, self.task, {k: v.shape for k, v in self.batch_spec().items()},
+        logits=self.stage.logits, passes=self.stage.forward_passes)
 
   def lower_train_step(self) -> Any:
     """The train step lowered for the abstract state and batch (the dry run compiles it)."""

@@ -7,8 +7,9 @@ multiply-adds of one forward pass over one example are the architecture's
 docstrings), over padded lengths since padding is computed too; a data task's batch may
 feed the model more than once per row (`Task.model_calls`: K ranked responses are K decoder
 passes over one encoder pass, as `EncoderDecoder` runs its encoder once for K target rows).
-Preference batches feed the reward model, whose scalar head replaces the output projection:
-its V·d per target token is not counted.
+A reward model's scalar head replaces the output projection: its V·d per target token is not
+counted (`logits=False`); a stage that also runs frozen models forward on the batch counts
+their passes (`passes`: dpo's 4 = the policy's forward and backward + the reference's forward).
 
 MFU = step FLOPs of the global batch × steps per second / (peak per device × device count),
 the same definition on one device, on a mesh of many, and across processes.
@@ -26,16 +27,19 @@ from transformer.models.registry import architecture
 
 
 def train_flops_per_step(cfg: ModelConfig, task: Task,
-                         batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+                         batch_shapes: Mapping[str, tuple[int, ...]], *, logits: bool = True,
+                         passes: float = 3.0) -> float:
   """Matmul FLOPs of one train step (forward + backward) on a batch with these shapes.
 
   Args:
     cfg: the model config.
     task: the data task of the batch (which features feed the model, and how often).
     batch_shapes: name -> shape [batch, length] of each batch feature.
+    logits: the model computes its output projection (False: a reward model's scalar head).
+    passes: forward passes' worth of one step (3: forward + backward; `Stage.forward_passes`).
   """
   model = architecture(cfg.architecture)
-  logits_per_token = cfg.vocab_size * cfg.d_model if task.kind == "preferences" else 0
+  logits_per_token = 0 if logits else cfg.vocab_size * cfg.d_model
   macs = 0
   for call in task.model_calls:
     pattern = call["targets"]
@@ -49,7 +53,7 @@ def train_flops_per_step(cfg: ModelConfig, task: Task,
                       - targets_len * logits_per_token)
     if encoder:  # once per input row, whatever the number of target rows it feeds
       macs += batch_shapes[call["inputs"]][0] * encoder
-  return 3.0 * 2.0 * macs
+  return passes * 2.0 * macs
 
 
 def measure_matmul_peak(size: int = 1024, repeats: int = 5) -> float:

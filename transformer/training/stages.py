@@ -69,6 +69,9 @@ class Stage:
       (`TrainState.frozen`; default none; dpo: {'reference': a copy}).
     init_from_stages: the stages whose runs `config.init_from` may name, with the same model
       config (() = any run, any model: params matched by path and shape).
+    logits: its module computes the output projection (reward: a scalar head instead), and
+    forward_passes: forward passes' worth of one train step over the batch (3: forward and
+      backward; dpo 4: and the reference's forward), both for the FLOPs (`flops.py`).
   """
   name: str
   make_loss: Callable[..., LossFn]
@@ -78,6 +81,8 @@ class Stage:
   options: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
   frozen: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
   init_from_stages: tuple[str, ...] = ()
+  logits: bool = True
+  forward_passes: float = 3.0
 
   def __post_init__(self):
     if self.build_model is None:
@@ -416,9 +421,10 @@ STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
     Stage("pretrain", token_loss, "tokens", summarize_tokens),
     Stage("finetune", token_loss, "tokens", summarize_tokens),
     Stage("reward", reward_model_loss, "prompts", summarize_rewards,
-          build_model=build_reward_model, options=reward_options),
+          build_model=build_reward_model, options=reward_options, logits=False),
     Stage("dpo", dpo_model_loss, "prompts", summarize_dpo, build_model=build_deterministic_model,
-          options=dpo_options, frozen=reference_copy, init_from_stages=("finetune",)),
+          options=dpo_options, frozen=reference_copy, init_from_stages=("finetune",),
+          forward_passes=4.0),
 )}
 
 
