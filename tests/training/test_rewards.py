@@ -85,8 +85,8 @@ def test_k_way_batching_equals_the_same_pairs_listed_one_by_one():
                 "response_1_weights": jnp.stack([rows[j][1] for _, j in pairs])}
   loss = reward_model_loss(model, pairing="all")
   key = jax.random.PRNGKey(0)
-  (k_obj, k_sums), k_grad = jax.value_and_grad(loss, has_aux=True)(params, k_way, key)
-  (p_obj, p_sums), p_grad = jax.value_and_grad(loss, has_aux=True)(params, one_by_one, key)
+  (k_obj, k_sums), k_grad = jax.value_and_grad(loss, has_aux=True)(params, k_way, key, {})
+  (p_obj, p_sums), p_grad = jax.value_and_grad(loss, has_aux=True)(params, one_by_one, key, {})
   # one element averages its 3 pairs; listed one by one they are 3 elements of 1 pair each
   np.testing.assert_allclose(k_obj * 3, p_obj, rtol=1e-5)
   for name in ("pairs", "correct", "margin"):
