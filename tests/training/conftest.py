@@ -67,3 +67,21 @@ def workdir_for(tmp_path, tokenizer_dir):
     shutil.copyfile(cached_tokenizer(config, tokenizer_dir), tokenizer_path(workdir))
     return workdir
   return make
+
+
+@pytest.fixture(scope="session")
+def reward_run(tmp_path_factory, data_dir):
+  """A tiny fine-tuned run (finetune_lm.py:tiny) and a tiny reward run initialised from it
+  (reward.py:tiny), both trained to the end: (sft workdir, rm workdir, the reward run's log).
+  Tests may add eval/ beside them, but change nothing else."""
+  from transformer.training.loop import run
+  root = tmp_path_factory.mktemp("rlhf")
+  sft = load_experiment("finetune_lm", "tiny")
+  sft.data.data_dir = data_dir
+  run(sft, str(root / "sft"), print_fn=lambda line: None)
+  rm = load_experiment("reward", "tiny")
+  rm.data.data_dir = data_dir
+  rm.init_from = str(root / "sft")
+  lines = []
+  run(rm, str(root / "rm"), print_fn=lines.append)
+  return str(root / "sft"), str(root / "rm"), "\n".join(lines)

@@ -10,14 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.training.conftest import ROOT, load_experiment
+from tests.training.conftest import ROOT
 from transformer import best_of_n, evaluate_reward
 from transformer.data import tasks
 from transformer.models.config import ModelConfig
 from transformer.models.reward import reward_model
 from transformer.special_ids import EOS_ID
 from transformer.training.config import ConfigError
-from transformer.training.loop import run
 from transformer.training.rewards import load_reward_model
 from transformer.training.stages import preference_loss, reward_model_loss, summarize_rewards
 from transformer.training.state import init_params
@@ -109,21 +108,6 @@ def test_best_of_n_weights_match_every_subset():
     got_proxy, got_gold = best_of_n.expected_best_of_n(proxy, gold, n)
     np.testing.assert_allclose(got_proxy, expected_proxy, rtol=1e-9)
     np.testing.assert_allclose(got_gold, expected_gold, rtol=1e-9)
-
-
-@pytest.fixture(scope="module")
-def reward_run(tmp_path_factory, data_dir):
-  """A tiny fine-tuned run and a tiny reward run initialised from it: (sft, rm, log)."""
-  root = tmp_path_factory.mktemp("rlhf")
-  sft = load_experiment("finetune_lm", "tiny")
-  sft.data.data_dir = data_dir
-  run(sft, str(root / "sft"), print_fn=lambda line: None)
-  rm = load_experiment("reward", "tiny")
-  rm.data.data_dir = data_dir
-  rm.init_from = str(root / "sft")
-  lines = []
-  run(rm, str(root / "rm"), print_fn=lines.append)
-  return str(root / "sft"), str(root / "rm"), "\n".join(lines)
 
 
 def test_reward_run_from_a_fine_tuned_one_restores_all_but_the_head(reward_run):

@@ -13,8 +13,9 @@ benchmarks all start from it. Resume order (the log says which happened), in
      path and shape; the rest (e.g. a new head) initialised fresh, both listed in the log;
   3. else scratch.
 A stage with frozen params (`Stage.frozen`: dpo's reference) makes them from the params it
-starts with in cases 2 and 3 (a copy: the fine-tuned run's params, frozen), and restores them
-from the checkpoint's own item in case 1, so a resumed run keeps its first reference.
+starts with in cases 2 and 3 (a copy: the fine-tuned run's params, frozen), with those it
+loads from other runs (`Stage.load_frozen`: the policy stage's reward model), and restores
+them from the checkpoint's own item in case 1, so a resumed run keeps its first reference.
 """
 
 import dataclasses
@@ -54,6 +55,7 @@ class Assembly:
     config: the validated run config.
     model_config: its ModelConfig (training variant).
     stage, task: the training stage and the data task.
+    options: the stage's loss options from the config (`Stage.options`), read once.
     model, eval_model: the module with dropout on (train) and off (eval).
     tx, schedule: the optimizer and its learning-rate schedule (step -> rate).
     layout: where state, batches and steps live (`parallel.Layout`).
@@ -67,6 +69,7 @@ class Assembly:
   model_config: ModelConfig
   stage: Stage
   task: Task
+  options: Mapping[str, Any]
   model: nn.Module
   eval_model: nn.Module
   tx: optax.GradientTransformation
@@ -86,7 +89,11 @@ class Assembly:
   def abstract_state(self) -> TrainState:
     """The state's ShapeDtypeStructs (nothing allocated)."""
     return jax.eval_shape(lambda: create_train_state(
-        init_params(self.model, jax.random.PRNGKey(0)), self.tx, self.stage.frozen))
+        init_params(self.model, jax.random.PRNGKey(0)), self.tx, self.frozen))
+
+  def frozen(self, params: Any) -> dict[str, Any]:
+    """The stage's frozen params made from starting params (`Stage.frozen`)."""
+    return self.stage.frozen(params, self.options)
 
   def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of one global batch of the data task (no data read)."""
@@ -138,11 +145,17 @@ class Assembly:
       print_fn(f"initialising from init_from={self.config.init_from} (step {step}): restored "
                f"{len(restored)} params, initialised fresh {len(fresh)}"
                + "".join(f"\n  fresh: {name}" for name in fresh))
-      state = create_train_state(params, self.tx, self.stage.frozen)
+      state = create_train_state(params, self.tx, self.frozen)
     else:
       print_fn("starting from scratch (no checkpoint in the workdir, no init_from)")
     if state.frozen and resumed is None:
-      print_fn(f"frozen {', '.join(state.frozen)}: a copy of these starting params")
+      loaded = self.stage.load_frozen(self.config)
+      copies = [name for name in state.frozen if name not in loaded]
+      if copies:
+        print_fn(f"frozen {', '.join(copies)}: a copy of these starting params")
+      if loaded:
+        print_fn(f"frozen {', '.join(loaded)}: the trained params of another run")
+      state = state.replace(frozen={**state.frozen, **loaded})
     return parallel.put_state(self.layout, state), rng
 
   def _param_sharding(self, state: TrainState) -> Callable[[str, tuple[int, ...]], Any]:
@@ -167,17 +180,22 @@ def assemble(config: ml_collections.ConfigDict,
   model = stage.build_model(cfg.train(), config)
   eval_model = stage.build_model(cfg.eval(), config)
   tx, schedule = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
-  layout = parallel.make_layout(config, boxed_state_shapes(model, tx, stage.frozen),
+  options = stage.options(config)
+  frozen = lambda params: stage.frozen(params, options)  # noqa: E731
+  layout = parallel.make_layout(config, boxed_state_shapes(model, tx, frozen),
                                 None if devices is None else list(devices))
+
+  def rollout(module: nn.Module) -> Any:
+    return stage.make_rollout and stage.make_rollout(module, config.label_smoothing, **options)
   pure_train_step = make_train_step(
-      stage.make_loss(model, config.label_smoothing, **stage.options(config)), tx,
+      stage.make_loss(model, config.label_smoothing, **options), tx,
       stage.denominator, grad_accum_steps=config.grad_accum_steps, axis_name=layout.axis_name,
-      skip_nonfinite=config.skip_nonfinite_updates)
-  eval_step = make_eval_step(stage.make_loss(eval_model, config.label_smoothing,
-                                             **stage.options(config)),
-                             axis_name=layout.axis_name)
+      skip_nonfinite=config.skip_nonfinite_updates, rollout=rollout(model),
+      updates_per_batch=config.policy.updates_per_batch if stage.make_rollout else 1)
+  eval_step = make_eval_step(stage.make_loss(eval_model, config.label_smoothing, **options),
+                             axis_name=layout.axis_name, rollout=rollout(eval_model))
   init_state = parallel.jit_init_state(
-      layout, lambda key: create_train_state(init_params(model, key), tx, stage.frozen))
-  return Assembly(config, cfg, stage, task, model, eval_model, tx, schedule, layout,
+      layout, lambda key: create_train_state(init_params(model, key), tx, frozen))
+  return Assembly(config, cfg, stage, task, options, model, eval_model, tx, schedule, layout,
                   pure_train_step, parallel.jit_train_step(layout, pure_train_step),
                   parallel.jit_eval_step(layout, eval_step), init_state)

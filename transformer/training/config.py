@@ -35,8 +35,8 @@ class ConfigError(ValueError):
 def default_config() -> ml_collections.ConfigDict:
   """The schema of every run config, with defaults (a tiny causal LM on the embedded corpus)."""
   c = ml_collections.ConfigDict()
-  c.stage = "pretrain"             # 'pretrain' | 'finetune' | 'reward' | 'dpo': which loss and
-                                   # metrics.
+  c.stage = "pretrain"             # 'pretrain' | 'finetune' | 'reward' | 'dpo' | 'policy':
+                                   # which loss and metrics.
   c.seed = 0                       # Seeds parameter init, dropout and data order.
   c.data = data_config.default_data_config()  # The data section (see transformer/data/config.py).
   c.eval_split = "validation"      # Split used for evaluation.
@@ -87,6 +87,18 @@ def default_config() -> ml_collections.ConfigDict:
                                    # 0.5 for summaries).
   c.dpo.label_smoothing = 0.0      # Conservative DPO: assumed probability ε in [0, 0.5) that a
                                    # preference label is flipped; 0 = plain DPO.
+
+  c.policy = ml_collections.ConfigDict()
+  c.policy.algorithm = "rloo"      # 'rloo' (leave-one-out baseline, KL as reward shaping) |
+                                   # 'grpo' (group mean/std, k3 KL in the loss).
+  c.policy.samples_per_prompt = 4  # k >= 2 responses sampled per prompt (the group).
+  c.policy.beta = 0.05             # KL coefficient β >= 0 (TRL RLOO 0.05; GRPO paper 0.04).
+  c.policy.eos_penalty = 1.0       # Subtracted from the reward of a response without EOS (>= 0).
+  c.policy.temperature = 1.0       # Sampling temperature > 0 (1: on-policy samples of π).
+  c.policy.max_new_tokens = 32     # The response budget: new tokens sampled per response.
+  c.policy.updates_per_batch = 1   # Optimizer updates on each batch of samples.
+  c.policy.clip_epsilon = 0.2      # ε of the clipped ratio π/π_old (acts from the 2nd update).
+  c.policy.reward_workdir = ""     # The reward run that scores the samples (its bias applied).
 
   c.init_from = ""                 # Workdir of an earlier stage to take params from (if no own
                                    # checkpoint).
@@ -173,6 +185,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.dpo.label_smoothing < 0.5:
     raise ConfigError(f"config.dpo.label_smoothing must be in [0, 0.5) (the probability that a "
                       f"label is flipped), got {config.dpo.label_smoothing!r}")
+  _check_policy(config)
   try:
     data_config.validate_data_config(config.data)
   except ValueError as e:
@@ -186,6 +199,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.best_metric must be '' or an eval metric of stage "
                       f"{config.stage!r}: one of {metrics}, got {config.best_metric!r}")
   _check_lengths(config)
+
+
+def _check_policy(config: ml_collections.ConfigDict) -> None:
+  """The policy section's ranges; for stage 'policy', its runs are named."""
+  policy = config.policy
+  _check_choice("config.policy.algorithm", policy.algorithm, ("rloo", "grpo"))
+  if policy.samples_per_prompt < 2:
+    raise ConfigError(f"config.policy.samples_per_prompt must be >= 2 ({policy.algorithm}'s "
+                      f"baseline is the prompt's other samples), got {policy.samples_per_prompt!r}")
+  for name in ("beta", "eos_penalty"):
+    if policy[name] < 0:
+      raise ConfigError(f"config.policy.{name} must be >= 0, got {policy[name]!r}")
+  for name in ("temperature", "clip_epsilon"):
+    if not policy[name] > 0:
+      raise ConfigError(f"config.policy.{name} must be > 0, got {policy[name]!r}")
+  for name in ("max_new_tokens", "updates_per_batch"):
+    if policy[name] < 1:
+      raise ConfigError(f"config.policy.{name} must be >= 1, got {policy[name]!r}")
+  if config.stage != "policy":
+    return
+  if not config.init_from:
+    raise ConfigError("config.init_from must name the fine-tuned run for stage 'policy' (the "
+                      "policy starts from it and keeps it as the frozen reference)")
+  if not policy.reward_workdir:
+    raise ConfigError("config.policy.reward_workdir must name the reward run that scores the "
+                      "samples of stage 'policy'")
+  cfg, task = model_config(config), get_task(config.data.task)
+  decoder = policy.max_new_tokens + (0 if task.encoder else config.data.seq_len)
+  if decoder > cfg.max_len:
+    prompt = "" if task.encoder else " + config.data.seq_len (the prompt)"
+    raise ConfigError(f"config.policy.max_new_tokens{prompt} = {decoder} does not fit the "
+                      f"decoder: raise config.model.max_len ({cfg.max_len}) to at least {decoder}")
 
 
 def eval_metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -13,6 +13,9 @@ sampled for one prompt, laid out as a row of a [groups, k] array.
   RLOO (Ahmadian et al. 2024): A_i = r_i - mean_{j≠i} r_j (k >= 2), which sum to 0 per group;
   GRPO (Shao et al. 2024): A_i = (r_i - mean r) / (std r + ε) (std over the group, ddof 0),
   or r_i - mean r without the scaling (Dr. GRPO).
+- `clipped_surrogate` (PPO's clipped importance ratio, per token): -min(ρ A, clip(ρ, 1 ± ε) A)
+  with ρ = π / π_old; at π = π_old its gradient is -A ∇log π (REINFORCE), and from a second
+  update on the same samples the clip bounds how far one batch moves the policy.
 - `dpo_loss` (Rafailov et al. 2023), offline on preference pairs: with
   z = β((log π(y⁺) - log π_ref(y⁺)) - (log π(y⁻) - log π_ref(y⁻))), the loss is -log σ(z), or
   with conservative label smoothing ε (the label flipped with probability ε):
@@ -75,6 +78,21 @@ def grpo_advantages(rewards: jnp.ndarray, *, scale: bool = True,
   if not scale:
     return centred
   return centred / (jnp.std(rewards, axis=-1, keepdims=True) + eps)
+
+
+def clipped_surrogate(logprobs: jnp.ndarray, old_logprobs: jnp.ndarray, advantages: jnp.ndarray,
+                      *, epsilon: float) -> jnp.ndarray:
+  """-min(ρ A, clip(ρ, 1 - ε, 1 + ε) A), ρ = exp(log π - log π_old): float32 [..., T].
+
+  Args:
+    logprobs: float [..., T], log π of the sampled tokens under the params being trained.
+    old_logprobs: float [..., T], their log π under the params that sampled them.
+    advantages: float, broadcastable to [..., T] (a sample's advantage on each of its tokens).
+    epsilon: ε > 0.
+  """
+  ratio = jnp.exp((logprobs - old_logprobs).astype(jnp.float32))
+  clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+  return -jnp.minimum(ratio * advantages, clipped * advantages)
 
 
 def dpo_loss(policy_chosen: jnp.ndarray, policy_rejected: jnp.ndarray,

@@ -162,22 +162,34 @@ class RewardModel:
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 
+def reward_run(workdir: str, field: str = "") -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """(run config, bias record) of the finished reward run in `workdir`.
+
+  Raises:
+    ConfigError (one line, starting with `field`=workdir if given) if `workdir` is not a
+    finished reward run: no config.json, a stage other than 'reward', or no stored bias.
+  """
+  name = f"{field}={workdir!r}" if field else workdir
+  config = checkpoints.read_config(workdir) if workdir else None
+  if config is None:
+    raise ConfigError(f"{name} is not a training workdir (no {checkpoints.CONFIG_FILE})")
+  if config.stage != "reward":
+    raise ConfigError(f"{name} is not a reward model: its run is stage {config.stage!r}; "
+                      f"train one with config.stage='reward'")
+  record = read_bias(workdir)
+  if record is None:
+    raise ConfigError(f"{name} has no {BIAS_FILE}: its reward run has not finished")
+  return config, record
+
+
 def load_reward_model(workdir: str, step: int | None = None) -> RewardModel:
   """The reward model trained in `workdir`, its bias applied.
 
   Raises:
-    ConfigError (one line) if `workdir` is not a finished reward run: no config.json, a
-    stage other than 'reward', or no stored bias for its checkpoint.
+    ConfigError (one line) if `workdir` is not a finished reward run (`reward_run`) or its
+    bias is not of the checkpoint loaded.
   """
-  config = checkpoints.read_config(workdir)
-  if config is None:
-    raise ConfigError(f"{workdir} is not a training workdir (no {checkpoints.CONFIG_FILE})")
-  if config.stage != "reward":
-    raise ConfigError(f"{workdir} is not a reward model: its run is stage {config.stage!r}; "
-                      f"train one with config.stage='reward'")
-  record = read_bias(workdir)
-  if record is None:
-    raise ConfigError(f"{workdir} has no {BIAS_FILE}: its reward run has not finished")
+  config, record = reward_run(workdir)
   try:
     params, step = checkpoints.restore_raw_params(workdir, step)
   except FileNotFoundError as e:

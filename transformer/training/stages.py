@@ -25,6 +25,11 @@ which architectures fit a task is the architecture's (`has_encoder`, `models/reg
   over the pairs of each prompt (`dpo_pair_loss`). The reference is a frozen copy of the
   params the run starts from (`config.init_from`: the fine-tuned run), held in
   `TrainState.frozen['reference']`. Dropout is off (policy and reference score alike).
+- policy: online RLOO or GRPO (`training/policy.py`): each step samples k responses per
+  prompt of a preference batch with the current params (the stage's rollout, inside the
+  step), scores them with the reward model of `config.policy.reward_workdir`
+  (`frozen['reward']`) and the KL to the frozen reference (`frozen['reference']`, the
+  fine-tuned params), and takes `config.policy.updates_per_batch` gradient steps on them.
 
 Adding a stage: its loss and summary here and an entry in STAGES, and its name in the
 `stages` of the tasks it trains on (`data/tasks.py`).
@@ -45,7 +50,9 @@ from transformer.models.logprobs import target_logprobs
 from transformer.models.registry import ARCHITECTURES, architecture, build_model
 from transformer.models.reward import reward_model, score_at_eos
 from transformer.special_ids import PAD_ID
+from transformer.training import policy
 from transformer.training.losses import token_cross_entropy
+from transformer.training.policy import REFERENCE  # the frozen reference's key (dpo, policy)
 from transformer.training.policy_objectives import dpo_loss
 
 Batch = Mapping[str, jnp.ndarray]
@@ -58,15 +65,21 @@ class Stage:
   """A training stage.
 
   Attributes:
-    name: 'pretrain' | 'finetune' | 'reward' | 'dpo'.
+    name: 'pretrain' | 'finetune' | 'reward' | 'dpo' | 'policy'.
     make_loss: (model, label smoothing, **options) -> LossFn.
     denominator: the key of `sums` that the objective and gradients are divided by.
     summarize: host-side sums -> metrics (means, accuracy, perplexity).
     build_model: (ModelConfig in its variant, run config) -> the module the stage trains
       (default: the architecture's own; reward: `models.reward.reward_model`).
     options: run config -> keyword options of `make_loss` (default: none).
-    frozen: the run's starting params -> the frozen params its loss reads
-      (`TrainState.frozen`; default none; dpo: {'reference': a copy}).
+    frozen: (the run's starting params, its options) -> the frozen params its loss reads
+      (`TrainState.frozen`; default none; dpo: {'reference': a copy}; policy: and
+      {'reward': the reward model's params as initialised}).
+    load_frozen: run config -> frozen params loaded from other runs, replacing those of
+      `frozen` when the run starts (not on a resume; policy: the trained reward model).
+    make_rollout: None, or (model, label smoothing, **options) -> rollout(params, batch, rng,
+      frozen) -> the batch its loss reads, run in the step before the updates without
+      gradient (policy: the sampled responses, their rewards and advantages).
     init_from_stages: the stages whose runs `config.init_from` may name, with the same model
       config (() = any run, any model: params matched by path and shape).
     logits: its module computes the output projection (reward: a scalar head instead), and
@@ -79,7 +92,9 @@ class Stage:
   summarize: Callable[[Mapping[str, float]], dict[str, float]]
   build_model: Callable[[ModelConfig, Any], nn.Module] = None  # type: ignore[assignment]
   options: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
-  frozen: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
+  frozen: Callable[[Any, Mapping[str, Any]], dict[str, Any]] = None  # type: ignore[assignment]
+  load_frozen: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
+  make_rollout: Callable[..., Callable] | None = None
   init_from_stages: tuple[str, ...] = ()
   logits: bool = True
   forward_passes: float = 3.0
@@ -91,6 +106,8 @@ class Stage:
       object.__setattr__(self, "options", no_options)
     if self.frozen is None:
       object.__setattr__(self, "frozen", no_frozen)
+    if self.load_frozen is None:
+      object.__setattr__(self, "load_frozen", no_options)
 
   def check(self, task: str, architecture_name: str) -> str | None:
     """None if this stage trains `architecture_name` on data task `task`, else a one-line reason."""
@@ -311,7 +328,6 @@ def build_reward_model(cfg: ModelConfig, config: Any) -> nn.Module:
 
 # ----------------------------------------------------------------------------- dpo stage
 
-REFERENCE = "reference"  # the key of DPO's frozen reference in TrainState.frozen
 
 
 def dpo_pair_loss(policy: jnp.ndarray, reference: jnp.ndarray, valid: jnp.ndarray, *,
@@ -394,8 +410,9 @@ def build_deterministic_model(cfg: ModelConfig, config: Any) -> nn.Module:
   return build_model(cfg.eval())
 
 
-def reference_copy(params: Any) -> dict[str, Any]:
+def reference_copy(params: Any, options: Mapping[str, Any]) -> dict[str, Any]:
   """{'reference': a copy of `params`}: DPO's frozen reference, the run's starting params."""
+  del options
   return {REFERENCE: jax.tree.map(jnp.copy, params)}
 
 
@@ -410,8 +427,8 @@ def no_options(config: Any) -> dict[str, Any]:
   return {}
 
 
-def no_frozen(params: Any) -> dict[str, Any]:
-  del params
+def no_frozen(params: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+  del params, options
   return {}
 
 
@@ -425,6 +442,10 @@ STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
     Stage("dpo", dpo_model_loss, "prompts", summarize_dpo, build_model=build_deterministic_model,
           options=dpo_options, frozen=reference_copy, init_from_stages=("finetune",),
           forward_passes=4.0),
+    Stage("policy", policy.policy_loss, "samples", policy.summarize_policy,
+          build_model=build_deterministic_model, options=policy.policy_options,
+          frozen=policy.policy_frozen, load_frozen=policy.load_reward_params,
+          make_rollout=policy.make_rollout, init_from_stages=("finetune",)),
 )}
 
 

@@ -5,6 +5,8 @@
 metric sums, optionally psums both over `axis_name` (pmap), divides the gradient by the
 stage's denominator, and applies one optimizer update. The result equals the gradient of
 the mean loss over the whole batch. Device placement is the caller's (`parallel.py`).
+A stage with a rollout (policy) first turns the batch into the one its loss reads (its
+samples), and may take several optimizer updates on it (`updates_per_batch`).
 
 Every step also returns `sums[NONFINITE] = 1.0` if its loss sums or gradient norm are not
 finite (else 0.0): the loop reads it with the other sums, so no extra host transfer per step.
@@ -23,6 +25,7 @@ from transformer.training.stages import Batch, Frozen, LossFn
 from transformer.training.state import TrainState
 
 Sums = dict[str, jnp.ndarray]
+Rollout = Callable[[Any, Batch, jax.Array, Frozen], Batch]  # (params, batch, rng, frozen)
 NONFINITE = "nonfinite_steps"  # the sums entry: 1.0 on a step with a non-finite loss or gradient
 
 
@@ -70,7 +73,8 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, frozen: Frozen, batch: Ba
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominator: str, *,
                     grad_accum_steps: int = 1, axis_name: str | None = None,
-                    skip_nonfinite: bool = False
+                    skip_nonfinite: bool = False, rollout: Rollout | None = None,
+                    updates_per_batch: int = 1
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Sums]]:
   """Builds the pure train step.
 
@@ -82,37 +86,61 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, denominat
     axis_name: if set (under pmap), gradients and sums are psummed over this axis.
     skip_nonfinite: a step with a non-finite loss or gradient leaves params and optimizer
       state as they were (see the module docstring).
+    rollout: if set, (params, batch, rng, frozen) -> the batch the loss reads, computed
+      first without gradient (the policy stage's samples; `rollout_rng` keys it).
+    updates_per_batch: optimizer updates on that batch (update u > 0 folds u into the rng).
 
   Returns:
-    train_step(state, batch, rng) -> (new state, sums incl. 'grad_norm' and NONFINITE).
+    train_step(state, batch, rng) -> (new state, sums incl. 'grad_norm' and NONFINITE); the
+    sums and gradient norm are the first update's, NONFINITE covers every update.
   """
-  def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Sums]:
-    grads, sums = accumulate_gradients(loss_fn, state.params, state.frozen, batch, rng,
-                                       grad_accum_steps)
+  def update(params: Any, opt_state: Any, frozen: Frozen, batch: Batch, rng: jax.Array):
+    grads, sums = accumulate_gradients(loss_fn, params, frozen, batch, rng, grad_accum_steps)
     if axis_name is not None:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums[denominator], 1.0), grads)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(grad_norm) & all_finite(sums)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
     if skip_nonfinite:
       keep_old = lambda new, old: jnp.where(finite, new, old)
-      params = jax.tree.map(keep_old, params, state.params)
-      opt_state = jax.tree.map(keep_old, opt_state, state.opt_state)
+      new_params = jax.tree.map(keep_old, new_params, params)
+      new_opt_state = jax.tree.map(keep_old, new_opt_state, opt_state)
       sums = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), sums)
       grad_norm = jnp.where(finite, grad_norm, 0.0)
+    return new_params, new_opt_state, sums, grad_norm, finite
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Sums]:
+    if rollout is not None:
+      batch = rollout(state.params, batch, rollout_rng(rng, axis_name), state.frozen)
+    params, opt_state, outcomes = state.params, state.opt_state, []
+    for u in range(updates_per_batch):
+      params, opt_state, *outcome = update(params, opt_state, state.frozen, batch,
+                                           jax.random.fold_in(rng, u) if u else rng)
+      outcomes.append(outcome)
+    sums, grad_norm, _ = outcomes[0]
+    finite = jnp.all(jnp.stack([outcome[2] for outcome in outcomes]))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, {**sums, "grad_norm": grad_norm,
                        NONFINITE: jnp.logical_not(finite).astype(jnp.float32)}
   return train_step
 
 
-def make_eval_step(loss_fn: LossFn, *, axis_name: str | None = None
-                   ) -> Callable[[Any, Batch, Frozen], Sums]:
+def rollout_rng(rng: jax.Array, axis_name: str | None) -> jax.Array:
+  """The rollout's key: the step's, with the device index folded in under pmap (each device
+  draws its own samples; under jit the draws are those of one device)."""
+  return rng if axis_name is None else jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+
+
+def make_eval_step(loss_fn: LossFn, *, axis_name: str | None = None,
+                   rollout: Rollout | None = None) -> Callable[[Any, Batch, Frozen], Sums]:
   """eval_step(params, batch, frozen) -> metric sums, for the eval variant of the model (no
-  dropout); frozen: `TrainState.frozen`."""
+  dropout); frozen: `TrainState.frozen`; rollout: as `make_train_step`'s, with key 0."""
   def eval_step(params: Any, batch: Batch, frozen: Frozen) -> Sums:
-    sums = loss_fn(params, batch, jax.random.PRNGKey(0), frozen)[1]
+    rng = jax.random.PRNGKey(0)
+    if rollout is not None:
+      batch = rollout(params, batch, rollout_rng(rng, axis_name), frozen)
+    sums = loss_fn(params, batch, rng, frozen)[1]
     return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
   return eval_step
