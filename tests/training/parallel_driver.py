@@ -5,8 +5,9 @@ Importable (`train`, the single-device reference of the multi-process test), and
 XLA_FLAGS=--xla_force_host_platform_device_count=8 (the device count is fixed when jax
 starts, so the 8-device checks cannot run inside the pytest process). RUN.json holds
 {'config': run config dict, 'tokenizer': spm.model path, 'workdir': scratch dir} and
-optionally 'steps_only': true; OUT.json receives the losses of every layout and the
-checkpoint round trips (see `main`), or with 'steps_only' those of `compare_steps`.
+optionally 'steps_only': true (and 'layouts', names of LAYOUTS); OUT.json receives the losses
+of every layout and the checkpoint round trips (see `main`), or with 'steps_only' those of
+`compare_steps`.
 
 `train` drives the run's own assembly (`training/assembly.py`, what `loop.run` uses: same
 init and dropout keys, one summarized loss per step), without data loading, eval or logging,
@@ -134,15 +135,18 @@ def round_trip(source: Assembly, target: Assembly, state: Any, rng: jax.Array, d
           "difference": abs(source_loss[0] - target_loss[0])}
 
 
-def compare_steps(config: ml_collections.ConfigDict, batches: Sequence[Rows]) -> dict[str, Any]:
-  """Losses and gradient norms of len(batches) steps, and one plain-SGD update, under jit
-  data=8 and pmap 8 against 1 device (a stage without dropout, e.g. dpo)."""
+LAYOUTS = {"jit data=8": dict(data=8), "pmap 8": dict(mode="pmap")}
+
+
+def compare_steps(config: ml_collections.ConfigDict, batches: Sequence[Rows],
+                  layouts: Sequence[str] = tuple(LAYOUTS)) -> dict[str, Any]:
+  """Losses and gradient norms of len(batches) steps, and one plain-SGD update, under each of
+  `layouts` (of LAYOUTS) against 1 device (a stage without dropout, e.g. dpo)."""
   devices = jax.devices()
   out: dict[str, Any] = {"losses": {}, "grad_norms": {}, "sgd_update_difference": {}}
   reference_update = sgd_update(assemble(with_sgd(config), devices[:1]), batches[0])
-  for name, fields, layout_devices in (("1 device", {}, devices[:1]),
-                                       ("jit data=8", dict(data=8), devices),
-                                       ("pmap 8", dict(mode="pmap"), devices)):
+  for name, fields, layout_devices in (("1 device", {}, devices[:1]), *(
+      (name, LAYOUTS[name], devices) for name in layouts)):
     parts = assemble(with_parallelism(config, **fields), layout_devices)
     state, rng = parts.init()
     records, _ = train(parts, state, rng, batches)
@@ -172,7 +176,8 @@ def main(run_path: str, out_path: str) -> None:
   assert len(devices) == 8, devices
   if run.get("steps_only"):
     with open(out_path, "w") as f:
-      json.dump(compare_steps(config, batches[:3]), f, indent=2)
+      json.dump(compare_steps(config, batches[:3], run.get("layouts", tuple(LAYOUTS))), f,
+                indent=2)
     return
   out: dict[str, Any] = {"losses": {}, "grad_norms": {}, "sgd_update_difference": {}, "seconds": {}}
 

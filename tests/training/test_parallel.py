@@ -22,7 +22,7 @@ import pytest
 from tests.training import parallel_driver
 from tests.training.conftest import cached_tokenizer, load_experiment, tiny_experiment
 from transformer.data import pipeline
-from transformer.training import parallel, writer
+from transformer.training import checkpoints, parallel, writer
 from transformer.training.assembly import assemble
 from transformer.training.checkpoints import tokenizer_path
 from transformer.training.config import ConfigError, default_config, validate
@@ -125,6 +125,35 @@ def eight_devices(tmp_path_factory, data_dir, tokenizer_dir):
   return json.loads(out_path.read_text())
 
 
+def compared_steps(config: ml_collections.ConfigDict, tokenizer: str, tmp_path,
+                   layouts: tuple[str, ...] = tuple(parallel_driver.LAYOUTS)) -> dict:
+  """parallel_driver.compare_steps of `config` on 8 host devices (a subprocess)."""
+  run_path, out_path = tmp_path / "run.json", tmp_path / "out.json"
+  run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer,
+                                  "workdir": str(tmp_path), "steps_only": True,
+                                  "layouts": list(layouts)}))
+  result = subprocess.run([sys.executable,
+                           os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
+                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
+                          capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return json.loads(out_path.read_text())
+
+
+def assert_layouts_equal_one_device(report: dict, stage: str) -> None:
+  """Every compared layout's losses, gradient norms and SGD update within 1e-5 of one device."""
+  one = report["losses"]["1 device"]
+  for name in report["sgd_update_difference"]:
+    difference = parallel_driver.max_difference(report["losses"][name], one)
+    norms = (parallel_driver.max_difference(report["grad_norms"][name],
+                                            report["grad_norms"]["1 device"])
+             / max(report["grad_norms"]["1 device"]))
+    print(f"{stage} {name} vs 1 device, 3 steps: loss {difference:.2e}, grad norm {norms:.2e}, "
+          f"SGD update {report['sgd_update_difference'][name]:.2e}")
+    assert difference < 1e-5 and norms < 1e-5, (name, report)
+    assert report["sgd_update_difference"][name] < 1e-5, (name, report)
+
+
 def test_dpo_step_on_8_devices_equals_one_device(tmp_path, data_dir, tokenizer_dir):
   """DPO reads the frozen reference (`TrainState.frozen`) in the step: jit data=8 and pmap 8
   give the one-device losses, gradient norms and SGD update on the same global batches."""
@@ -132,27 +161,25 @@ def test_dpo_step_on_8_devices_equals_one_device(tmp_path, data_dir, tokenizer_d
   config.data.data_dir = data_dir
   config.global_batch_size = 8
   tokenizer = cached_tokenizer(config, tokenizer_dir)  # prepares the corpus slice here
-  run_path, out_path = tmp_path / "run.json", tmp_path / "out.json"
-  run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer,
-                                  "workdir": str(tmp_path), "steps_only": True}))
-  result = subprocess.run([sys.executable,
-                           os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
-                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
-                          capture_output=True, text=True, timeout=400)
-  assert result.returncode == 0, result.stderr[-4000:]
-  report = json.loads(out_path.read_text())
+  report = compared_steps(config, tokenizer, tmp_path)
   one = report["losses"]["1 device"]
   np.testing.assert_allclose(one[0], np.log(2.0), rtol=1e-6)  # the reference = the start
   assert one[-1] < one[0]
-  for name in ("jit data=8", "pmap 8"):
-    difference = parallel_driver.max_difference(report["losses"][name], one)
-    norms = (parallel_driver.max_difference(report["grad_norms"][name],
-                                            report["grad_norms"]["1 device"])
-             / max(report["grad_norms"]["1 device"]))
-    print(f"dpo {name} vs 1 device, 3 steps: loss {difference:.2e}, grad norm {norms:.2e}, "
-          f"SGD update {report['sgd_update_difference'][name]:.2e}")
-    assert difference < 1e-5 and norms < 1e-5, (name, report)
-    assert report["sgd_update_difference"][name] < 1e-5, (name, report)
+  assert_layouts_equal_one_device(report, "dpo")
+
+
+def test_policy_step_on_8_devices_equals_one_device(tmp_path, data_dir, reward_run):
+  """A policy step samples inside the jitted step (the frozen reference and reward model in
+  the state): under jit data=8 (one prompt and its k samples per device) the draws, losses,
+  gradient norms and SGD update are the one device's. (Under pmap each device draws its own
+  samples, so it is not compared.)"""
+  sft, rm, _ = reward_run
+  config = load_experiment("policy", "tiny")
+  config.data.data_dir = data_dir
+  config.update(init_from=sft, global_batch_size=8)
+  config.policy.reward_workdir = rm
+  report = compared_steps(config, checkpoints.tokenizer_path(sft), tmp_path, ("jit data=8",))
+  assert_layouts_equal_one_device(report, "policy")
 
 
 def test_jit_and_pmap_layouts_give_the_single_device_losses(eight_devices):
