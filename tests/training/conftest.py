@@ -70,18 +70,31 @@ def workdir_for(tmp_path, tokenizer_dir):
 
 
 @pytest.fixture(scope="session")
-def reward_run(tmp_path_factory, data_dir):
-  """A tiny fine-tuned run (finetune_lm.py:tiny) and a tiny reward run initialised from it
-  (reward.py:tiny), both trained to the end: (sft workdir, rm workdir, the reward run's log).
+def reward_runs(tmp_path_factory, data_dir):
+  """reward_runs(architecture='encoder_decoder') -> (sft workdir, rm workdir, the reward run's
+  log): a tiny fine-tuned run (finetune_lm.py:<architecture>,tiny) and a tiny reward run
+  initialised from it (reward.py:<architecture>,tiny), trained to the end once per session.
   Tests may add eval/ beside them, but change nothing else."""
   from transformer.training.loop import run
-  root = tmp_path_factory.mktemp("rlhf")
-  sft = load_experiment("finetune_lm", "tiny")
-  sft.data.data_dir = data_dir
-  run(sft, str(root / "sft"), print_fn=lambda line: None)
-  rm = load_experiment("reward", "tiny")
-  rm.data.data_dir = data_dir
-  rm.init_from = str(root / "sft")
-  lines = []
-  run(rm, str(root / "rm"), print_fn=lines.append)
-  return str(root / "sft"), str(root / "rm"), "\n".join(lines)
+  made = {}
+
+  def make(architecture: str = "encoder_decoder") -> tuple[str, str, str]:
+    if architecture not in made:
+      root = tmp_path_factory.mktemp(f"rlhf_{architecture}")
+      sft = load_experiment("finetune_lm", f"{architecture},tiny")
+      sft.data.data_dir = data_dir
+      run(sft, str(root / "sft"), print_fn=lambda line: None)
+      rm = load_experiment("reward", f"{architecture},tiny")
+      rm.data.data_dir = data_dir
+      rm.init_from = str(root / "sft")
+      lines = []
+      run(rm, str(root / "rm"), print_fn=lines.append)
+      made[architecture] = str(root / "sft"), str(root / "rm"), "\n".join(lines)
+    return made[architecture]
+  return make
+
+
+@pytest.fixture(scope="session")
+def reward_run(reward_runs) -> tuple[str, str, str]:
+  """The encoder-decoder `reward_runs`: (sft workdir, rm workdir, the reward run's log)."""
+  return reward_runs("encoder_decoder")
