@@ -38,6 +38,10 @@ def _dataset(cfg, tokenizer, split="train", *, train=True, batch=4, seed=0, proc
     (dict(spm_model_type="wordpiece"), "data.spm_model_type"),
     (dict(noise_density=1.5), "data.noise_density"),
     (dict(task="span_corruption", seq_len=512, num_sentinels=10), "data.num_sentinels"),
+    (dict(task="preference", name="stdlib_corpus/preferences", num_responses=4, rejected_pool=2),
+     "data.rejected_pool"),
+    (dict(task="preference", name="stdlib_corpus/preferences", rejected_pool=16),
+     "data.rejected_pool"),
 ])
 def test_invalid_config_names_the_field(small_config, overrides, field):
   with pytest.raises(ValueError, match=field):
@@ -95,6 +99,25 @@ def test_batch_shapes_per_task(small_config, tokenizer, task, train):
   if task == "span_corruption":
     ids = batch["inputs"]
     assert ((ids >= sentinel_id(0)) & (ids < sentinel_id(24))).any()
+
+
+def test_rejected_pool_draws_anew_each_epoch_and_evaluation_keeps_the_first(small_config,
+                                                                           tokenizer):
+  cfg = small_config(task="preference", name="stdlib_corpus/preferences", seq_len=96,
+                     num_responses=3)
+  pooled = cfg.copy_and_resolve_references()
+  pooled.rejected_pool = 15
+  fixed = next(_dataset(cfg, tokenizer, "validation", train=False, batch=8))
+  assert all((next(_dataset(pooled, tokenizer, "validation", train=False, batch=8))[k]
+              == fixed[k]).all() for k in fixed)
+  records = len(pipeline.open_source(cfg, "validation"))
+  train = _dataset(pooled, tokenizer, "validation", train=True, batch=1)
+  seen = {}  # chosen response -> the rejected ones of each epoch
+  for _ in range(3 * records):
+    batch = next(train)
+    seen.setdefault(batch["response_0"].tobytes(), set()).add(
+        batch["response_1"].tobytes() + batch["response_2"].tobytes())
+  assert max(len(v) for v in seen.values()) > 1  # another draw in another epoch
 
 
 def _segments(row_ids, row_seg):

@@ -70,6 +70,24 @@ def test_preference_truncation_never_makes_responses_equal(seed):
       assert example["response_0"][:kept].tolist() == prompt[:kept].tolist()
 
 
+def test_rejected_pool_draws_k_minus_1_that_fit_in_stored_order():
+  rejected = [np.full(20 if k == 3 else 1, 20 + k) for k in range(6)]  # rejected 3 cannot fit
+  fields = (np.array([5, 6]), np.array([7]), *rejected)
+  cfg = type("Cfg", (), dict(seq_len=8, targets_len=0, num_responses=3, rejected_pool=5,
+                             truncate_inputs=True))
+  drawn = set()
+  for task in ("preference", "preference_seq2seq"):
+    (fixed,) = tasks.TASKS[task].examples(fields, None, cfg)  # no generator: the first K - 1
+    assert [fixed[f"response_{k}"][-2] for k in (1, 2)] == [20, 21]
+    for seed in range(40):
+      (example,) = tasks.TASKS[task].examples(fields, np.random.default_rng(seed), cfg)
+      ids = tuple(int(example[f"response_{k}"][-2]) - 20 for k in (1, 2))
+      assert ids[0] < ids[1] and set(ids) <= {0, 1, 2, 4}  # the pool's 4 that fit, in order
+      assert example["response_0"][-2] == 7
+      drawn.add(ids)
+  assert len(drawn) == 6  # every 2 of the 4
+
+
 def test_corrupt_spans_hand_computed():
   tokens = np.arange(100, 110)
   mask = np.array([0, 1, 1, 0, 0, 0, 1, 0, 0, 1], bool)

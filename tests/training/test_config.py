@@ -34,6 +34,8 @@ def test_default_config_is_valid():
     (lambda c: (c.update(stage="finetune"),
                 c.data.update(name="stdlib_corpus/summarize", task="seq2seq")),
      "needs config.model.architecture='encoder_decoder'"),
+    (lambda c: (c.reward.update(pairing="all"), c.data.update(rejected_pool=3)),
+     "config.data.rejected_pool must be 0 with config.reward.pairing='all'"),
 ])
 def test_invalid_values_name_the_field(mutate, message):
   c = default_config()

@@ -54,6 +54,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.noise_density = tasks.NOISE_DENSITY  # span corruption: fraction of tokens masked
   c.mean_span_length = tasks.MEAN_SPAN_LENGTH  # span corruption: mean masked span length
   c.num_responses = 2  # preference tasks: responses per prompt K (best first; stdlib: up to 16)
+  c.rejected_pool = 0  # preference tasks, training: draw the K-1 rejected anew each epoch from
+                       # the first rejected_pool (stdlib: up to 15); 0 = always the first K-1
   c.truncate_inputs = True  # cut over-long prompts/inputs to fit, keeping their start (False: skip)
   c.num_workers = 0  # grain worker processes per JAX process (0 = in the main process)
   return c
@@ -72,8 +74,9 @@ def source_kind(cfg: ml_collections.ConfigDict) -> tuple[str, tuple[str, ...]]:
       raise field_error("name", cfg.name,
                         f"one of {[f'stdlib_corpus/{k}' for k in STDLIB_CONFIGS]}")
     kind, fields = STDLIB_CONFIGS[config]
-    if kind == "preferences":  # the extra rejected summaries, for K > 2
-      fields += tuple(f"rejected_{k}" for k in range(2, cfg.num_responses))
+    if kind == "preferences":  # the extra rejected summaries, for K > 2 or a pool
+      fields += tuple(f"rejected_{k}" for k in range(2, max(cfg.num_responses,
+                                                            cfg.rejected_pool + 1)))
     return kind, fields
   if cfg.source == "tfds":
     if cfg.name not in catalog.CATALOG:
@@ -101,6 +104,10 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
     if not 2 <= cfg.num_responses <= most:
       raise field_error("num_responses", cfg.num_responses,
                         f"2 to {most} responses per prompt for source {cfg.source!r}")
+    if cfg.rejected_pool and not cfg.num_responses - 1 <= cfg.rejected_pool <= most - 1:
+      raise field_error("rejected_pool", cfg.rejected_pool,
+                        f"0 or num_responses - 1 = {cfg.num_responses - 1} to {most - 1} "
+                        f"rejected responses per prompt for source {cfg.source!r}")
   for field in ("seq_len", "vocab_size"):
     if cfg[field] <= 0:
       raise field_error(field, cfg[field], "a positive integer")

@@ -302,9 +302,14 @@ def make_dataset(
   repeated forever, packed if `cfg.pack`. train=False: one pass in order,
   padded, last batch filled with padding rows; every process reads all records
   and yields rows [i · B/n, (i + 1) · B/n) of each global batch of B rows, so every
-  process yields the same number of batches whatever the over-long filter drops.
+  process yields the same number of batches whatever the over-long filter drops; the
+  preference pairs are then each record's first K - 1 (`data.rejected_pool` draws in training
+  only).
   """
   validate_data_config(cfg)
+  if not train and cfg.rejected_pool:  # evaluation compares the same pairs: the first K - 1
+    cfg = cfg.copy_and_resolve_references()
+    cfg.rejected_pool = 0
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise field_error("global_batch_size", global_batch_size,
                       f"a positive multiple of process_count={process_count}")

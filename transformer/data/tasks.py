@@ -336,11 +336,22 @@ def fitting_responses(responses: tuple[np.ndarray, ...], room: int) -> tuple[np.
   return responses[:1] + tuple(r if len(r) <= room else r[:0] for r in responses[1:])
 
 
-def _preference_responses(fields, cfg, room: int) -> tuple[np.ndarray, ...] | None:
+def _preference_responses(fields, rng, cfg, room: int) -> tuple[np.ndarray, ...] | None:
   """The K responses of a record that fit in `room` tokens, or None when one repeats the best
   or (K >= 2) none of the rejected ones is left: no pair to learn from, the record is dropped.
-  K = 1 (one response to score) keeps the record."""
-  responses = tuple(fields[1:1 + cfg.num_responses])
+  K = 1 (one response to score) keeps the record.
+
+  The rejected ones are the record's first K - 1; with `cfg.rejected_pool` and a generator
+  (training), K - 1 drawn without replacement from the first `rejected_pool` that fit, in
+  their stored order (fewer if fewer fit: the rest are empty).
+  """
+  chosen, rejected = fields[1], tuple(fields[2:])
+  if rng is not None and cfg.rejected_pool:
+    pool = [r for r in rejected[:cfg.rejected_pool] if 0 < len(r) <= room]
+    drawn = np.sort(rng.choice(len(pool), min(cfg.num_responses - 1, len(pool)), replace=False))
+    empty = (np.zeros(0, np.int32),) * (cfg.num_responses - 1 - len(drawn))
+    rejected = tuple(pool[i] for i in drawn) + empty
+  responses = (chosen, *rejected[:cfg.num_responses - 1])
   if not distinct_responses(responses):
     return None
   responses = fitting_responses(responses, room)
@@ -348,16 +359,14 @@ def _preference_responses(fields, cfg, room: int) -> tuple[np.ndarray, ...] | No
 
 
 def _preference_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
-  del rng
-  responses = _preference_responses(fields, cfg, cfg.seq_len - 2)  # EOS and 1 prompt token
+  responses = _preference_responses(fields, rng, cfg, cfg.seq_len - 2)  # EOS, 1 prompt token
   if responses is None:
     return []
   return [preference(fields[0], *responses, max_len=cfg.seq_len if cfg.truncate_inputs else None)]
 
 
 def _preference_seq2seq_examples(fields, rng, cfg) -> list[dict[str, np.ndarray]]:
-  del rng
-  responses = _preference_responses(fields, cfg, (cfg.targets_len or cfg.seq_len) - 1)  # EOS
+  responses = _preference_responses(fields, rng, cfg, (cfg.targets_len or cfg.seq_len) - 1)  # EOS
   if responses is None:
     return []
   return [preference_seq2seq(fields[0], *responses,
@@ -380,11 +389,10 @@ TASKS: Mapping[str, Task] = {task.name: task for task in (
     Task("prefix_lm", "pairs", encoder=False, stages=("finetune",), packable=True, random=False,
          lengths=_prefix_lm_lengths, examples=_prefix_lm_examples, model_calls=_TARGETS),
     Task("preference", "preferences", encoder=False, stages=("reward", "dpo", "policy"),
-         packable=False, random=False, lengths=_preference_lengths, examples=_preference_examples,
+         packable=False, random=True, lengths=_preference_lengths, examples=_preference_examples,
          model_calls=_RESPONSES),
     Task("preference_seq2seq", "preferences", encoder=True, stages=("reward", "dpo", "policy"),
-         packable=False,
-         random=False, lengths=_preference_seq2seq_lengths,
+         packable=False, random=True, lengths=_preference_seq2seq_lengths,
          examples=_preference_seq2seq_examples, model_calls=_INPUTS_RESPONSES),
 )}
 

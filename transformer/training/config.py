@@ -175,6 +175,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.stop_check_every_steps must be >= 1, "
                       f"got {config.stop_check_every_steps!r}")
   _check_choice("config.reward.pairing", config.reward.pairing, stages.PAIRINGS)
+  if config.reward.pairing == "all" and config.data.rejected_pool:
+    raise ConfigError("config.data.rejected_pool must be 0 with config.reward.pairing='all': "
+                      "drawn rejected responses hold no ranking among themselves")
   if config.reward.center_coef < 0:
     raise ConfigError(f"config.reward.center_coef must be >= 0, got {config.reward.center_coef!r}")
   if config.reward.bias_batches < 0:
