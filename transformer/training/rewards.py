@@ -195,11 +195,17 @@ def reward_options(config: ml_collections.ConfigDict, field: str) -> dict[str, A
   dotted `field` of `config` (a stage that reads one: `Stage.reward_field`).
 
   Raises:
-    ConfigError (one line, naming config.<field>) unless it is a finished reward run
+    ConfigError (one line, naming the field) if config.<field> or config.init_from is empty,
+    or unless config.<field> is a finished reward run
     (`reward_run`) on config.data.task, with the tokenizer of config.init_from and a
     model.max_len of at least config.model.max_len (what the run decodes fits it).
   """
   workdir, name = config_field(config, field), f"config.{field}"
+  if not workdir:
+    raise ConfigError(f"{name} must name the reward run that stage {config.stage!r} reads")
+  if not config.init_from:
+    raise ConfigError(f"config.init_from must name the run stage {config.stage!r} starts from "
+                      f"(with the tokenizer of {name})")
   saved, record = reward_run(workdir, name)
   name = f"{name}={workdir!r}"
   if saved.data.task != config.data.task:
