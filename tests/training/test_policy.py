@@ -99,8 +99,7 @@ def test_bad_policy_inputs_are_one_line_errors(reward_run, data_dir, tmp_path):
       (dict(algorithm="ppo"), "config.policy.algorithm must be one of ('rloo', 'grpo')"),
       (dict(temperature=0.0), "config.policy.temperature must be > 0"),
       (dict(max_new_tokens=64), "config.policy.max_new_tokens + config.data.seq_len (the "
-                                "prompt) = 160 does not fit the decoder"),
-      (dict(reward_workdir=""), "config.policy.reward_workdir must name the reward run")]:
+                                "prompt) = 160 does not fit the decoder")]:
     config = policy_config(data_dir, sft, rm, **fields)
     if fields.get("max_new_tokens"):
       config = load_experiment("policy", "decoder_only,tiny")
@@ -115,6 +114,9 @@ def test_bad_policy_inputs_are_one_line_errors(reward_run, data_dir, tmp_path):
       (sft, str(tmp_path), f"config.policy.reward_workdir={str(tmp_path)!r} is not a training "
                            f"workdir"),
       (rm, rm, f"config.init_from={rm!r} is a 'reward' run: stage 'policy' starts from"),
+      (sft, "", "config.policy.reward_workdir must name the reward run that stage 'policy' "
+                "reads"),
+      ("", rm, "config.init_from must name the run stage 'policy' starts from"),
   ]:
     config = policy_config(data_dir, init_from, reward_workdir)
     with pytest.raises(ConfigError) as error:

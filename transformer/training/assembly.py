@@ -13,8 +13,8 @@ benchmarks all start from it. Resume order (the log says which happened), in
      path and shape; the rest (e.g. a new head) initialised fresh, both listed in the log;
   3. else scratch.
 A stage with frozen params (`Stage.frozen`: dpo's reference) makes them from the params it
-starts with in cases 2 and 3 (a copy: the fine-tuned run's params, frozen), with those it
-loads from other runs (`Stage.load_frozen`: the policy stage's reward model), and restores
+starts with in cases 2 and 3 (a copy: the fine-tuned run's params, frozen), with the trained
+params of the reward run it reads (`Stage.reward_field`: the policy stage's), and restores
 them from the checkpoint's own item in case 1, so a resumed run keeps its first reference.
 """
 
@@ -32,9 +32,10 @@ import optax
 
 from transformer.data.tasks import Task, get_task
 from transformer.models.config import ModelConfig
-from transformer.training import checkpoints, flops, parallel
+from transformer.training import checkpoints, flops, parallel, rewards
 from transformer.training.config import model_config, validate
 from transformer.training.optim import make_optimizer
+from transformer.training.policy import REWARD
 from transformer.training.stages import Batch, Stage, get_stage
 from transformer.training.state import (
   TrainState,
@@ -55,7 +56,8 @@ class Assembly:
     config: the validated run config.
     model_config: its ModelConfig (training variant).
     stage, task: the training stage and the data task.
-    options: the stage's loss options from the config (`Stage.options`), read once.
+    options: the stage's loss options from the config (`Stage.options`, and the reward
+      model's of `Stage.reward_field`), read once.
     model, eval_model: the module with dropout on (train) and off (eval).
     tx, schedule: the optimizer and its learning-rate schedule (step -> rate).
     layout: where state, batches and steps live (`parallel.Layout`).
@@ -149,7 +151,8 @@ class Assembly:
     else:
       print_fn("starting from scratch (no checkpoint in the workdir, no init_from)")
     if state.frozen and resumed is None:
-      loaded = self.stage.load_frozen(self.config)
+      loaded = {REWARD: rewards.load_reward_model(rewards.config_field(
+          self.config, self.stage.reward_field)).params} if self.stage.reward_field else {}
       copies = [name for name in state.frozen if name not in loaded]
       if copies:
         print_fn(f"frozen {', '.join(copies)}: a copy of these starting params")
@@ -181,6 +184,8 @@ def assemble(config: ml_collections.ConfigDict,
   eval_model = stage.build_model(cfg.eval(), config)
   tx, schedule = make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
   options = stage.options(config)
+  if stage.reward_field:
+    options = {**options, **rewards.reward_options(config, stage.reward_field)}
   frozen = lambda params: stage.frozen(params, options)  # noqa: E731
   layout = parallel.make_layout(config, boxed_state_shapes(model, tx, frozen),
                                 None if devices is None else list(devices))

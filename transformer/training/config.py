@@ -205,7 +205,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_policy(config: ml_collections.ConfigDict) -> None:
-  """The policy section's ranges; for stage 'policy', its runs are named."""
+  """The policy section's ranges; for stage 'policy', the response budget fits the decoder."""
   policy = config.policy
   _check_choice("config.policy.algorithm", policy.algorithm, ("rloo", "grpo"))
   if policy.samples_per_prompt < 2:
@@ -222,12 +222,6 @@ def _check_policy(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.policy.{name} must be >= 1, got {policy[name]!r}")
   if config.stage != "policy":
     return
-  if not config.init_from:
-    raise ConfigError("config.init_from must name the fine-tuned run for stage 'policy' (the "
-                      "policy starts from it and keeps it as the frozen reference)")
-  if not policy.reward_workdir:
-    raise ConfigError("config.policy.reward_workdir must name the reward run that scores the "
-                      "samples of stage 'policy'")
   cfg, task = model_config(config), get_task(config.data.task)
   decoder = policy.max_new_tokens + (0 if task.encoder else config.data.seq_len)
   if decoder > cfg.max_len:

@@ -30,7 +30,6 @@ weights (a filler row) samples but counts nowhere.
 """
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,8 +39,7 @@ import jax.numpy as jnp
 
 from transformer.decoding.generation import generate
 from transformer.models.logprobs import joined_sequences, sequence_logprobs
-from transformer.models.registry import architecture
-from transformer.models.reward import reward_model, score_at_eos
+from transformer.models.reward import score_at_eos
 from transformer.special_ids import EOS_ID, PAD_ID
 from transformer.training.policy_objectives import (
   clipped_surrogate,
@@ -59,7 +57,7 @@ REFERENCE, REWARD = "reference", "reward"  # keys of TrainState.frozen (dpo has 
 
 @dataclasses.dataclass(frozen=True)
 class PolicySettings:
-  """The policy stage's options (`config.policy`) and its reward model.
+  """The policy stage's options (`config.policy`).
 
   Attributes:
     algorithm: 'rloo' | 'grpo'.
@@ -68,8 +66,6 @@ class PolicySettings:
     eos_penalty: subtracted from the reward of a sample that never emits EOS.
     temperature, max_new_tokens: the sampler's.
     clip_epsilon: ε of the clipped importance ratio (matters from the second update on).
-    reward_model: the reward model's module (eval variant, its own config).
-    reward_bias: subtracted from its raw scores (`training/rewards.py`).
   """
   algorithm: str
   samples_per_prompt: int
@@ -78,8 +74,6 @@ class PolicySettings:
   temperature: float
   max_new_tokens: int
   clip_epsilon: float
-  reward_model: nn.Module
-  reward_bias: float
 
 
 # ----------------------------------------------------------------------------- rollout
@@ -95,22 +89,23 @@ def batch_prompts(batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
   return jnp.where((weights == 0) & (tokens != PAD_ID), tokens, PAD_ID), valid
 
 
-def reward_scores(settings: PolicySettings, params: Any, prompts: jnp.ndarray,
+def reward_scores(rm: nn.Module, bias: float, params: Any, prompts: jnp.ndarray,
                   responses: jnp.ndarray) -> jnp.ndarray:
-  """float32 [n]: the reward model's score of each (prompt [n, P], response [n, R]) at the
-  response's last token (its EOS where it has one), bias subtracted."""
-  rm = settings.reward_model
+  """float32 [n]: the reward model `rm`'s score of each (prompt [n, P], response [n, R]) at the
+  response's last token (its EOS where it has one), `bias` subtracted."""
   if rm.has_encoder:
     batch, weights = {"inputs": prompts, "targets": responses}, (responses != PAD_ID)
   else:
     targets, weights, _ = joined_sequences(prompts, responses)
     batch = {"targets": targets}
   rewards = rm.apply({"params": params}, *rm.batch_args(batch))
-  return score_at_eos(rewards, weights)[0] - jnp.float32(settings.reward_bias)
+  return score_at_eos(rewards, weights)[0] - jnp.float32(bias)
 
 
-def make_rollout(model: nn.Module, label_smoothing: float = 0.0, *, settings: PolicySettings):
-  """rollout(params, batch, rng, frozen) -> the rollout batch of a preference batch.
+def make_rollout(model: nn.Module, label_smoothing: float = 0.0, *, settings: PolicySettings,
+                 reward_model: nn.Module, reward_bias: float):
+  """rollout(params, batch, rng, frozen) -> the rollout batch of a preference batch, scored by
+  `reward_model` (its params `frozen['reward']`) less `reward_bias`.
 
   Returns a function giving {'prompts' int [b, P], 'responses' int [b, k, R] (EOS included
   where sampled, then PAD), 'logprobs' and 'reference' float32 [b, k, R] (log π of the
@@ -128,7 +123,7 @@ def make_rollout(model: nn.Module, label_smoothing: float = 0.0, *, settings: Po
                                    max_new_tokens=settings.max_new_tokens,
                                    temperature=settings.temperature, rng=rng, with_log_probs=True)
     reference = sequence_logprobs(model, frozen[REFERENCE], tiled, responses)[0]
-    scores = reward_scores(settings, frozen[REWARD], tiled, responses)
+    scores = reward_scores(reward_model, reward_bias, frozen[REWARD], tiled, responses)
     ended = jnp.any(responses == EOS_ID, axis=-1)
     kl = kl_k1(logprobs, reference)
     if settings.algorithm == "rloo":
@@ -149,11 +144,13 @@ def make_rollout(model: nn.Module, label_smoothing: float = 0.0, *, settings: Po
 
 # ----------------------------------------------------------------------------- loss
 
-def policy_loss(model: nn.Module, label_smoothing: float = 0.0, *, settings: PolicySettings):
+def policy_loss(model: nn.Module, label_smoothing: float = 0.0, *, settings: PolicySettings,
+                **reward: Any):
   """The policy stage's loss on a rollout batch (`make_rollout`): (Σ over valid samples of
   the per-sample objective of the module docstring, sums): loss, samples, score, kl, reward,
-  ended, response_tokens and neg_logp (Σ -log π_old over response tokens)."""
-  del label_smoothing
+  ended, response_tokens and neg_logp (Σ -log π_old over response tokens). `reward` (the
+  reward model's options) is the rollout's."""
+  del label_smoothing, reward
 
   def loss_fn(params, batch, rng, frozen):
     del rng, frozen  # dropout is off; the rollout read the frozen models
@@ -202,58 +199,19 @@ def is_boxed(tree: Any) -> bool:
 
 def policy_frozen(params: Any, options: Mapping[str, Any]) -> dict[str, Any]:
   """{'reference': a copy of the starting params, 'reward': the reward model's params as
-  initialised (their shapes and shardings; `load_reward_params` gives the trained values)}."""
-  rm, key = options["settings"].reward_model, jax.random.PRNGKey(0)
+  initialised (their shapes and shardings; the assembly loads the trained values)}."""
+  rm, key = options["reward_model"], jax.random.PRNGKey(0)
   reward = boxed_params(rm, key) if is_boxed(params) else init_params(rm, key)
   return {REFERENCE: jax.tree.map(jnp.copy, params), REWARD: reward}
-
-
-def load_reward_params(config: Any) -> dict[str, Any]:
-  """{'reward': the trained params of `config.policy.reward_workdir`} (host arrays)."""
-  from transformer.training.rewards import load_reward_model  # it imports stages.py
-  return {REWARD: load_reward_model(config.policy.reward_workdir).params}
 
 
 # ----------------------------------------------------------------------------- options
 
 def policy_options(config: Any) -> dict[str, Any]:
-  """{'settings': PolicySettings} from `config.policy` and its reward run.
-
-  Raises ConfigError (one line, naming the field) unless `config.policy.reward_workdir` is a
-  finished reward run on the same data task, with the tokenizer of `config.init_from`, and
-  room for a prompt and `max_new_tokens` in its model.
-  """
-  # Imported here: these modules import stages.py, which imports this one.
-  from transformer.training import checkpoints
-  from transformer.training.config import ConfigError, model_config
-  from transformer.training.rewards import reward_run
-  policy, field = config.policy, "config.policy.reward_workdir"
-  saved, record = reward_run(policy.reward_workdir, field)
-  if saved.data.task != config.data.task:
-    raise ConfigError(f"{field}={policy.reward_workdir!r} scores data task "
-                      f"{saved.data.task!r}, but config.data.task is {config.data.task!r}")
-  if _read(checkpoints.tokenizer_path(policy.reward_workdir)) != _read(
-      checkpoints.tokenizer_path(config.init_from)):
-    raise ConfigError(f"{field}={policy.reward_workdir!r} has another tokenizer than "
-                      f"config.init_from={config.init_from!r}")
-  rm_config = model_config(saved).eval()
-  needed = (max(policy.max_new_tokens, config.data.seq_len)
-            if architecture(rm_config.architecture).has_encoder
-            else config.data.seq_len + policy.max_new_tokens)
-  if needed > rm_config.max_len:
-    raise ConfigError(f"{field}={policy.reward_workdir!r}: its model.max_len "
-                      f"{rm_config.max_len} is too short for prompts of config.data.seq_len "
-                      f"and config.policy.max_new_tokens ({needed} tokens)")
+  """{'settings': PolicySettings of `config.policy`} (the assembly adds the reward model's
+  options: `Stage.reward_field`)."""
+  policy = config.policy
   return {"settings": PolicySettings(
       algorithm=policy.algorithm, samples_per_prompt=policy.samples_per_prompt,
       beta=policy.beta, eos_penalty=policy.eos_penalty, temperature=policy.temperature,
-      max_new_tokens=policy.max_new_tokens, clip_epsilon=policy.clip_epsilon,
-      reward_model=reward_model(rm_config), reward_bias=float(record["bias"]))}
-
-
-def _read(path: str) -> bytes | None:
-  """The bytes of a file, or None if there is none."""
-  if not os.path.exists(path):
-    return None
-  with open(path, "rb") as f:
-    return f.read()
+      max_new_tokens=policy.max_new_tokens, clip_epsilon=policy.clip_epsilon)}

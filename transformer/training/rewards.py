@@ -182,6 +182,53 @@ def reward_run(workdir: str, field: str = "") -> tuple[ml_collections.ConfigDict
   return config, record
 
 
+def config_field(config: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of a dotted config field, e.g. 'policy.reward_workdir'."""
+  value = config
+  for name in field.split("."):
+    value = value[name]
+  return value
+
+
+def reward_options(config: ml_collections.ConfigDict, field: str) -> dict[str, Any]:
+  """{'reward_model': the module, 'reward_bias': its bias} of the reward run named by the
+  dotted `field` of `config` (a stage that reads one: `Stage.reward_field`).
+
+  Raises:
+    ConfigError (one line, naming the field) if config.<field> or config.init_from is empty,
+    or unless config.<field> is a finished reward run
+    (`reward_run`) on config.data.task, with the tokenizer of config.init_from and a
+    model.max_len of at least config.model.max_len (what the run decodes fits it).
+  """
+  workdir, name = config_field(config, field), f"config.{field}"
+  if not workdir:
+    raise ConfigError(f"{name} must name the reward run that stage {config.stage!r} reads")
+  if not config.init_from:
+    raise ConfigError(f"config.init_from must name the run stage {config.stage!r} starts from "
+                      f"(with the tokenizer of {name})")
+  saved, record = reward_run(workdir, name)
+  name = f"{name}={workdir!r}"
+  if saved.data.task != config.data.task:
+    raise ConfigError(f"{name} scores data task {saved.data.task!r}, but config.data.task is "
+                      f"{config.data.task!r}")
+  if _read(checkpoints.tokenizer_path(workdir)) != _read(
+      checkpoints.tokenizer_path(config.init_from)):
+    raise ConfigError(f"{name} has another tokenizer than config.init_from={config.init_from!r}")
+  cfg = model_config(saved).eval()
+  if cfg.max_len < config.model.max_len:
+    raise ConfigError(f"{name}: its model.max_len ({cfg.max_len}) is below config.model.max_len "
+                      f"({config.model.max_len}), the longest sequence it may score")
+  return {"reward_model": reward_model(cfg), "reward_bias": float(record["bias"])}
+
+
+def _read(path: str) -> bytes | None:
+  """The bytes of a file, or None if there is none."""
+  if not os.path.exists(path):
+    return None
+  with open(path, "rb") as f:
+    return f.read()
+
+
 def load_reward_model(workdir: str, step: int | None = None) -> RewardModel:
   """The reward model trained in `workdir`, its bias applied.
 

@@ -75,8 +75,10 @@ class Stage:
     frozen: (the run's starting params, its options) -> the frozen params its loss reads
       (`TrainState.frozen`; default none; dpo: {'reference': a copy}; policy: and
       {'reward': the reward model's params as initialised}).
-    load_frozen: run config -> frozen params loaded from other runs, replacing those of
-      `frozen` when the run starts (not on a resume; policy: the trained reward model).
+    reward_field: '' or the dotted config field naming a reward run the stage reads (policy:
+      'policy.reward_workdir'): the assembly checks it (`rewards.reward_options`), adds its
+      module and bias to the options (reward_model, reward_bias), and loads its trained params
+      into frozen['reward'] when the run starts (not on a resume).
     make_rollout: None, or (model, label smoothing, **options) -> rollout(params, batch, rng,
       frozen) -> the batch its loss reads, run in the step before the updates without
       gradient (policy: the sampled responses, their rewards and advantages).
@@ -93,7 +95,7 @@ class Stage:
   build_model: Callable[[ModelConfig, Any], nn.Module] = None  # type: ignore[assignment]
   options: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
   frozen: Callable[[Any, Mapping[str, Any]], dict[str, Any]] = None  # type: ignore[assignment]
-  load_frozen: Callable[[Any], dict[str, Any]] = None  # type: ignore[assignment]
+  reward_field: str = ""
   make_rollout: Callable[..., Callable] | None = None
   init_from_stages: tuple[str, ...] = ()
   logits: bool = True
@@ -106,8 +108,6 @@ class Stage:
       object.__setattr__(self, "options", no_options)
     if self.frozen is None:
       object.__setattr__(self, "frozen", no_frozen)
-    if self.load_frozen is None:
-      object.__setattr__(self, "load_frozen", no_options)
 
   def check(self, task: str, architecture_name: str) -> str | None:
     """None if this stage trains `architecture_name` on data task `task`, else a one-line reason."""
@@ -444,7 +444,7 @@ STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
           forward_passes=4.0),
     Stage("policy", policy.policy_loss, "samples", policy.summarize_policy,
           build_model=build_deterministic_model, options=policy.policy_options,
-          frozen=policy.policy_frozen, load_frozen=policy.load_reward_params,
+          frozen=policy.policy_frozen, reward_field="policy.reward_workdir",
           make_rollout=policy.make_rollout, init_from_stages=("finetune",)),
 )}
 
