@@ -10,19 +10,23 @@ reward run of `reward.py` (`--config.policy.reward_workdir`, same data task and 
 scores the samples, its bias applied. Each step: 16 prompts × k = 4 samples (T = 1, up to 32
 new tokens); RLOO reward = score - 0.05 Σ_t (log π - log π_ref) - 1 without EOS, leave-one-out
 advantages, one update (`--config.policy.algorithm=grpo`: group-normalised advantages, k3 KL in
-the loss). AdamW, lr 1e-5 (10 warmup steps), cosine; 200 steps.
+the loss). AdamW, lr 1e-4 (10 warmup steps), cosine; 200 steps.
 
 Command:
   python -m transformer.train --config=experiments/policy.py --workdir=runs/policy \
       --config.init_from=runs/finetune_lm --config.policy.reward_workdir=runs/reward
   python -m transformer.evaluate --workdir=runs/policy --split=test
 
-Runtime on 2 CPU cores: not measured yet (each step samples 64 responses with the KV cache,
-scores them with the reward model and the reference, and runs the policy forward and backward).
-Expected result: not measured yet. At step 0 the KL is 0 (policy = reference) and the score is
-the fine-tuned model's; the validation reward-model score should rise while the KL stays a few
-nats, with the EOS rate near 1. Judge it with an RM-independent measure (chrF against the
-true summary) before trusting a rising score.
+Runtime on 2 CPU cores: 6.5 min for the 200 steps and three validation evaluations, measured
+with the test suite running beside it (load about 2), from the pipeline's fine-tuned
+encoder-decoder and a K = 4 reward run (`reward.py` with `--config.data.num_responses=4
+--config.data.rejected_pool=15 --config.num_train_steps=1200`, test accuracy 0.746).
+Expected result (measured in that run, validation prompts, 4 samples each): reward-model
+score -5.27 at step 0 (KL 0, EOS rate 0.98, 18.7 tokens), -3.99 at step 100 (KL 2.37 nats),
+-3.87 at step 200 (KL 2.59, EOS rate 0.87, 23.5 tokens, entropy 3.66 -> 3.99 nats a token).
+The score rises, but responses grow longer and the EOS rate falls below 0.95: judge it with
+an RM-independent measure (chrF against the true summary) before trusting a rising score;
+that comparison is not built yet.
 
 Tiny variant (seconds; needs a fine-tuned run and a reward run of the same tiny data, as
 tests/training/test_policy.py builds them from finetune_lm.py:tiny and reward.py:tiny):
@@ -53,7 +57,7 @@ def get_config(arg: str | None = None):
     c.data.seq_len = 64
   c.data.num_responses = 2         # the fewest the source gives: only the prompts are read
   c.global_batch_size = 16         # prompts per step (64 samples)
-  c.optimizer.update(learning_rate=1e-5, warmup_steps=10, weight_decay=0.0)
+  c.optimizer.update(learning_rate=1e-4, warmup_steps=10, weight_decay=0.0)
   c.policy.update(algorithm="rloo", samples_per_prompt=4, beta=0.05, eos_penalty=1.0,
                   temperature=1.0, max_new_tokens=32, updates_per_batch=1)
   c.eval_steps = 4                 # 64 validation prompts, sampled with a fixed key
