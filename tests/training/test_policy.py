@@ -54,6 +54,9 @@ def test_metrics_are_logged_finite_and_the_kl_starts_at_zero(policy_run):
   first_eval = next(r for r in records if r["split"] == "eval" and r["step"] == 0)
   assert abs(first_eval["kl"]) < 1e-4, first_eval
   assert "frozen reference: a copy of these starting params" in log
+  step_1 = next(line for line in log.splitlines() if line.startswith("step 1/4 "))
+  for name in ("score", "kl", "reward", "eos_rate", "response_length", "entropy"):
+    assert f" | {name} {train[0][name]:.4f} | " in step_1, (name, step_1)
   assert "frozen reward: the trained params of another run" in log
 
 

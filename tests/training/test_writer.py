@@ -8,6 +8,8 @@ def test_progress_line_shows_step_loss_grad_norm_lr_throughput_mfu_eta():
   assert line == ("step 120/600 | loss 3.2101 | grad norm 0.412 | lr 1.20e-03 | 5,412 tok/s | "
                   "MFU 31.2% | ETA 2m10s")
   assert "grad norm" not in writer.progress_line(1, 2, 3.0, 1e-3, 10.0, 0.1, 5)
+  shown = writer.progress_line(1, 2, 3.0, 1e-3, 10.0, 0.1, 5, extra={"kl": 2.59211, "score": -3.9})
+  assert shown.startswith("step 1/2 | loss 3.0000 | kl 2.5921 | score -3.9000 | lr ")
 
 
 def test_writer_appends_jsonl_and_events_and_plots(tmp_path):

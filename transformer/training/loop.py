@@ -279,7 +279,8 @@ class _Training:
     line = writer.progress_line(step, last_step, metrics["loss"], metrics["learning_rate"],
                                 metrics["tokens_per_second"], metrics["mfu"],
                                 (last_step - step) / rate if rate else 0.0,
-                                grad_norm=metrics["grad_norm"])
+                                grad_norm=metrics["grad_norm"],
+                                extra={k: metrics[k] for k in self.parts.stage.progress})
     if metrics.get("skipped_updates"):
       line += f" | skipped {metrics['skipped_updates']:.0f} non-finite updates"
     self.print(line)

@@ -87,6 +87,7 @@ class Stage:
     logits: its module computes the output projection (reward: a scalar head instead), and
     forward_passes: forward passes' worth of one train step over the batch (3: forward and
       backward; dpo 4: and the reference's forward), both for the FLOPs (`flops.py`).
+    progress: the train metrics (of `summarize`) that the progress line shows after the loss.
   """
   name: str
   make_loss: Callable[..., LossFn]
@@ -100,6 +101,7 @@ class Stage:
   init_from_stages: tuple[str, ...] = ()
   logits: bool = True
   forward_passes: float = 3.0
+  progress: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.build_model is None:
@@ -438,14 +440,16 @@ STAGES: Mapping[str, Stage] = {stage.name: stage for stage in (
     Stage("pretrain", token_loss, "tokens", summarize_tokens),
     Stage("finetune", token_loss, "tokens", summarize_tokens),
     Stage("reward", reward_model_loss, "prompts", summarize_rewards,
-          build_model=build_reward_model, options=reward_options, logits=False),
+          build_model=build_reward_model, options=reward_options, logits=False,
+          progress=("accuracy", "margin")),
     Stage("dpo", dpo_model_loss, "prompts", summarize_dpo, build_model=build_deterministic_model,
           options=dpo_options, frozen=reference_copy, init_from_stages=("finetune",),
-          forward_passes=4.0),
+          forward_passes=4.0, progress=("accuracy", "margin")),
     Stage("policy", policy.policy_loss, "samples", policy.summarize_policy,
           build_model=build_deterministic_model, options=policy.policy_options,
           frozen=policy.policy_frozen, reward_field="policy.reward_workdir",
-          make_rollout=policy.make_rollout, init_from_stages=("finetune",)),
+          make_rollout=policy.make_rollout, init_from_stages=("finetune",),
+          progress=("score", "kl", "reward", "eos_rate", "response_length", "entropy")),
 )}
 
 

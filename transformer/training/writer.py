@@ -61,12 +61,14 @@ def format_duration(seconds: float) -> str:
 
 def progress_line(step: int, num_steps: int, loss: float, learning_rate: float,
                   tokens_per_second: float, mfu: float, eta_seconds: float,
-                  grad_norm: float | None = None) -> str:
+                  grad_norm: float | None = None,
+                  extra: Mapping[str, float] | None = None) -> str:
   """`step 120/600 | loss 3.2101 | grad norm 0.412 | lr 1.20e-03 | 5,412 tok/s | MFU 31.2% |
   ETA 2m10s` (one line; the gradient's global norm before clipping, averaged since the last
-  line; MFU in percent)."""
+  line; MFU in percent); `extra` metrics follow the loss (`| kl 2.5921`)."""
+  shown = "".join(f" | {name} {value:.4f}" for name, value in (extra or {}).items())
   norm = "" if grad_norm is None else f" | grad norm {grad_norm:.3f}"
-  return (f"step {step}/{num_steps} | loss {loss:.4f}{norm} | lr {learning_rate:.2e} | "
+  return (f"step {step}/{num_steps} | loss {loss:.4f}{shown}{norm} | lr {learning_rate:.2e} | "
           f"{tokens_per_second:,.0f} tok/s | MFU {100 * mfu:.1f}% | "
           f"ETA {format_duration(eta_seconds)}")
 
