@@ -107,6 +107,19 @@ def test_run_rejects_a_mesh_that_does_not_cover_the_devices_before_compiling(tin
 
 # ------------------------------------------------------------------------------ 8 host devices
 
+def run_driver(request: dict, tmp_path) -> dict:
+  """parallel_driver.py's report of `request` (a JSON run description) on 8 host devices, in
+  a subprocess."""
+  run_path, out_path = tmp_path / "run.json", tmp_path / "out.json"
+  run_path.write_text(json.dumps(request))
+  result = subprocess.run([sys.executable,
+                           os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
+                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
+                          capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return json.loads(out_path.read_text())
+
+
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory, data_dir, tokenizer_dir):
   """parallel_driver's report: losses per layout, checkpoint round trips (one subprocess)."""
@@ -114,30 +127,16 @@ def eight_devices(tmp_path_factory, data_dir, tokenizer_dir):
   config = tiny_run_config(lambda task: tiny_experiment(data_dir, task))
   # prepares the corpus slice here, not in the child
   tokenizer = cached_tokenizer(config, tokenizer_dir)
-  run_path, out_path = tmp / "run.json", tmp / "out.json"
-  run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer,
-                                  "workdir": str(tmp)}))
-  result = subprocess.run([sys.executable,
-                           os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
-                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
-                          capture_output=True, text=True, timeout=400)
-  assert result.returncode == 0, result.stderr[-4000:]
-  return json.loads(out_path.read_text())
+  return run_driver({"config": config.to_dict(), "tokenizer": tokenizer, "workdir": str(tmp)},
+                    tmp)
 
 
 def compared_steps(config: ml_collections.ConfigDict, tokenizer: str, tmp_path,
                    layouts: tuple[str, ...] = tuple(parallel_driver.LAYOUTS)) -> dict:
   """parallel_driver.compare_steps of `config` on 8 host devices (a subprocess)."""
-  run_path, out_path = tmp_path / "run.json", tmp_path / "out.json"
-  run_path.write_text(json.dumps({"config": config.to_dict(), "tokenizer": tokenizer,
-                                  "workdir": str(tmp_path), "steps_only": True,
-                                  "layouts": list(layouts)}))
-  result = subprocess.run([sys.executable,
-                           os.path.join(ROOT, "tests", "training", "parallel_driver.py"),
-                           str(run_path), str(out_path)], cwd=ROOT, env=subprocess_env(8),
-                          capture_output=True, text=True, timeout=400)
-  assert result.returncode == 0, result.stderr[-4000:]
-  return json.loads(out_path.read_text())
+  return run_driver({"config": config.to_dict(), "tokenizer": tokenizer,
+                     "workdir": str(tmp_path), "steps_only": True, "layouts": list(layouts)},
+                    tmp_path)
 
 
 def assert_layouts_equal_one_device(report: dict, stage: str) -> None:
