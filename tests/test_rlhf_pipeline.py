@@ -10,11 +10,12 @@ def test_tiny_pipeline_runs_reports_and_resumes(tmp_path):
   report = rlhf_pipeline.run_pipeline(workdir, tiny=True, data_dir=data_dir, num_prompts=4,
                                       print_fn=lambda line: None)
   text = open(report).read()
-  for stage in ("pretrain", "finetune", "finetune_scratch", "reward", "best_of_n"):
+  for stage in ("pretrain", "finetune", "finetune_scratch", "reward", "dpo", "policy",
+                "best_of_n"):
     assert f"| {stage} |" in text
   assert os.path.exists(os.path.join(workdir, "bon", "best_of_n.png"))
   lines = []
   rlhf_pipeline.run_pipeline(workdir, tiny=True, data_dir=data_dir, num_prompts=4,
                              print_fn=lines.append)
-  assert sum("skipped" in line for line in lines) == 4
+  assert sum("skipped" in line for line in lines) == 6
   assert not any("experiments/" in line for line in lines)  # nothing trained again

@@ -1,4 +1,4 @@
-r"""The RLHF pipeline in one command: pretrain -> fine-tune -> reward -> best-of-N evaluation.
+r"""The RLHF pipeline in one command: pretrain, fine-tune, reward model, DPO and RLOO, evaluations.
 
   python -m transformer.rlhf_pipeline --workdir=runs/rlhf
   python -m transformer.rlhf_pipeline --workdir=runs/rlhf_lm --architecture=decoder_only
@@ -13,6 +13,10 @@ subfolder of --workdir, initialised from the stage before, one architecture thro
                      pretrain/
   finetune_scratch/  the same from scratch (same tokenizer and budget: what pretraining bought)
   reward/            experiments/reward.py:<architecture>  reward model, init_from finetune/
+  dpo/               experiments/dpo.py:<architecture>  offline DPO on the preference pairs,
+                     init_from finetune/ (its frozen copy the reference)
+  policy/            experiments/policy.py:<architecture>  online RLOO against reward/,
+                     init_from finetune/ (its frozen copy the reference)
   eval_reward.json   held-out pairwise accuracy against the likelihood baseline
   bon/               best-of-N (16 samples per test prompt): JSON and plot
 
@@ -38,7 +42,7 @@ from transformer import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHITECTURES = ("encoder_decoder", "decoder_only")
 PRETRAIN = {"encoder_decoder": "pretrain_span", "decoder_only": "pretrain_lm"}
-STAGE_NAMES = ("pretrain", "finetune", "finetune_scratch", "reward")
+STAGE_NAMES = ("pretrain", "finetune", "finetune_scratch", "reward", "dpo", "policy")
 
 
 def stages(architecture: str) -> tuple[tuple[str, str, str | None, str | None], ...]:
@@ -47,7 +51,9 @@ def stages(architecture: str) -> tuple[tuple[str, str, str | None, str | None], 
   return (("pretrain", PRETRAIN[architecture], None, None),
           ("finetune", f"finetune_lm:{architecture}", "pretrain", None),
           ("finetune_scratch", f"finetune_lm:{architecture}", None, "pretrain"),
-          ("reward", f"reward:{architecture}", "finetune", None))
+          ("reward", f"reward:{architecture}", "finetune", None),
+          ("dpo", f"dpo:{architecture}", "finetune", None),
+          ("policy", f"policy:{architecture}", "finetune", None))
 
 
 TIMES_FILE = "pipeline_times.json"
@@ -132,6 +138,8 @@ def run_pipeline(workdir: str, *, architecture: str = "encoder_decoder", tiny: b
     stage_dir = os.path.join(workdir, name)
     if init_from:
       config.init_from = os.path.join(workdir, init_from)
+    if config.stage == "policy":
+      config.policy.reward_workdir = os.path.join(workdir, "reward")
     configs[name] = config
     if stage_done(stage_dir, config):
       print_fn(f"[{name}] done ({config.num_train_steps} steps in {stage_dir}): skipped")
@@ -192,6 +200,12 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
       key = (f"val accuracy {_fmt(metrics.get('accuracy'))}, "
              f"test RM accuracy {_fmt(evaluation['rm_accuracy'])} vs likelihood "
              f"{_fmt(evaluation['likelihood_accuracy'])}")
+    elif name == "dpo":
+      key = (f"val implicit-reward accuracy {_fmt(metrics.get('accuracy'))}, "
+             f"margin {_fmt(metrics.get('margin'))}")
+    elif name == "policy":
+      key = ", ".join(f"val {field} {_fmt(metrics.get(field))}"
+                      for field in ("score", "kl", "eos_rate", "response_length"))
     else:
       key = f"val loss {_fmt(metrics.get('loss'))}"
     rows.append((name, str(configs[name].num_train_steps), f"{times.get(name, 0.0):.0f} s", key))
