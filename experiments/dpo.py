@@ -31,12 +31,7 @@ init_from the reference is the scratch initialisation):
   --config=experiments/dpo.py:tiny
 """
 
-from transformer.training.presets import (
-  EMBEDDED_MODELS,
-  embedded_corpus_run,
-  parse_arg,
-  shrink,
-)
+from transformer.training.presets import parse_arg, preference_run
 
 VARIANTS = ("encoder_decoder", "decoder_only")
 
@@ -45,27 +40,10 @@ def get_config(arg: str | None = None):
   """The DPO config of `arg`'s architecture (default encoder_decoder); 'tiny' gives the
   seconds-long variant."""
   architecture, tiny = parse_arg(arg, "dpo", VARIANTS, default="encoder_decoder")
-  encoder = architecture == "encoder_decoder"
-  c = embedded_corpus_run("dpo", "stdlib_corpus/preferences",
-                          "preference_seq2seq" if encoder else "preference", num_train_steps=600)
-  c.model.update(**EMBEDDED_MODELS[architecture])
-  if encoder:  # the code's first 96 tokens (its signature and first lines) to the encoder
-    c.data.update(seq_len=96, targets_len=32, num_sentinels=32)
-  else:  # prompt + response in rows of 64
-    c.data.seq_len = 64
+  c = preference_run("dpo", architecture, tiny, num_train_steps=600,
+                     global_batch_size=32,  # prompts per step (128 responses)
+                     learning_rate=5e-4, warmup_steps=20, weight_decay=0.0)
   c.data.num_responses = 4
   c.data.rejected_pool = 15        # the 3 rejected drawn anew each epoch from the first 15
-  c.global_batch_size = 32         # prompts per step (128 responses)
-  c.optimizer.update(learning_rate=5e-4, warmup_steps=20, weight_decay=0.0)
   c.dpo.update(beta=0.1, label_smoothing=0.0)
-  c.eval_steps = 0                 # the whole validation split
-  c.best_metric = "accuracy"
-  c.best_mode = "max"
-  c.num_samples = 0
-  if tiny:
-    shrink(c)
-    if encoder:
-      c.data.update(seq_len=48, targets_len=64)  # a 400-piece vocabulary: long summaries
-    else:
-      c.data.seq_len = 96          # summaries of a 400-piece vocabulary need more than 32
   return c

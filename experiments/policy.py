@@ -33,12 +33,7 @@ tests/training/test_policy.py builds them from finetune_lm.py:tiny and reward.py
   --config=experiments/policy.py:tiny
 """
 
-from transformer.training.presets import (
-  EMBEDDED_MODELS,
-  embedded_corpus_run,
-  parse_arg,
-  shrink,
-)
+from transformer.training.presets import parse_arg, preference_run
 
 VARIANTS = ("encoder_decoder", "decoder_only")
 
@@ -47,28 +42,16 @@ def get_config(arg: str | None = None):
   """The policy-optimisation config of `arg`'s architecture (default encoder_decoder); 'tiny'
   gives the seconds-long variant."""
   architecture, tiny = parse_arg(arg, "policy", VARIANTS, default="encoder_decoder")
-  encoder = architecture == "encoder_decoder"
-  c = embedded_corpus_run("policy", "stdlib_corpus/preferences",
-                          "preference_seq2seq" if encoder else "preference", num_train_steps=200)
-  c.model.update(**EMBEDDED_MODELS[architecture])
-  if encoder:  # the code's first 96 tokens (its signature and first lines) to the encoder
-    c.data.update(seq_len=96, targets_len=32, num_sentinels=32)
-  else:  # the prompt as a decoder prefix (rows of 64 with the chosen summary), then 32 new
-    c.data.seq_len = 64
+  # The prompts as reward.py reads them (decoder-only: the rows of 64 with the chosen summary
+  # mark where the prompt ends), then up to 32 new tokens.
+  c = preference_run("policy", architecture, tiny, num_train_steps=200,
+                     global_batch_size=16,  # prompts per step (64 samples)
+                     learning_rate=1e-4, warmup_steps=10, weight_decay=0.0,
+                     eval_steps=4)  # 64 validation prompts, sampled with a fixed key
   c.data.num_responses = 2         # the fewest the source gives: only the prompts are read
-  c.global_batch_size = 16         # prompts per step (64 samples)
-  c.optimizer.update(learning_rate=1e-4, warmup_steps=10, weight_decay=0.0)
   c.policy.update(algorithm="rloo", samples_per_prompt=4, beta=0.05, eos_penalty=1.0,
                   temperature=1.0, max_new_tokens=32, updates_per_batch=1)
-  c.eval_steps = 4                 # 64 validation prompts, sampled with a fixed key
   c.best_metric = "reward"
-  c.best_mode = "max"
-  c.num_samples = 0
-  if tiny:
-    shrink(c)
+  if tiny:  # reward.py:tiny's lengths (decoder-only: 96 + 8 new tokens within max_len 128)
     c.policy.max_new_tokens = 8
-    if encoder:
-      c.data.update(seq_len=48, targets_len=64)  # reward.py:tiny's lengths
-    else:
-      c.data.seq_len = 96          # reward.py:tiny's rows (96 + 8 new tokens within max_len 128)
   return c

@@ -27,12 +27,7 @@ Tiny variant (seconds: a smoke test of the same stage, task and architecture):
   --config=experiments/reward.py:tiny
 """
 
-from transformer.training.presets import (
-  EMBEDDED_MODELS,
-  embedded_corpus_run,
-  parse_arg,
-  shrink,
-)
+from transformer.training.presets import parse_arg, preference_run
 
 VARIANTS = ("encoder_decoder", "decoder_only")
 
@@ -41,25 +36,8 @@ def get_config(arg: str | None = None):
   """The reward-model config of `arg`'s architecture (default encoder_decoder); 'tiny' gives
   the seconds-long variant."""
   architecture, tiny = parse_arg(arg, "reward", VARIANTS, default="encoder_decoder")
-  encoder = architecture == "encoder_decoder"
-  c = embedded_corpus_run("reward", "stdlib_corpus/preferences",
-                          "preference_seq2seq" if encoder else "preference", num_train_steps=600)
-  c.model.update(**EMBEDDED_MODELS[architecture])
-  if encoder:  # the code's first 96 tokens (its signature and first lines) to the encoder
-    c.data.update(seq_len=96, targets_len=32, num_sentinels=32)
-  else:  # prompt + response in rows of 64
-    c.data.seq_len = 64
+  c = preference_run("reward", architecture, tiny, num_train_steps=600,
+                     global_batch_size=32,  # prompts per step (256 responses)
+                     learning_rate=8e-4, warmup_steps=50)
   c.data.num_responses = 8
-  c.global_batch_size = 32         # prompts per step (256 responses)
-  c.optimizer.update(learning_rate=8e-4, warmup_steps=50)
-  c.eval_steps = 0                 # the whole validation split
-  c.best_metric = "accuracy"
-  c.best_mode = "max"
-  c.num_samples = 0
-  if tiny:
-    shrink(c)
-    if encoder:
-      c.data.update(seq_len=48, targets_len=64)  # a 400-piece vocabulary: long summaries
-    else:
-      c.data.seq_len = 96          # summaries of a 400-piece vocabulary need more than 32
   return c

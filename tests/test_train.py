@@ -63,6 +63,7 @@ def test_incompatible_workdir_is_one_line(tmp_path):
           "(d_model: 256 in the workdir, 128 now)") in line
 
 
+@pytest.mark.slow
 def test_dry_run_wmt14_base_prints_its_63_082_496_params():
   result = train("--config=experiments/wmt14_ende.py:base", "--dry_run",
                  "--config.global_batch_size=8")

@@ -27,9 +27,11 @@ EXPERIMENTS = sorted((name, ",".join(filter(None, (variant, "tiny"))))
                      for name in NAMES if name not in COMPARISONS
                      for variant in VARIANTS.get(name, (None,)))
 HEADINGS = ("Command", "Runtime", "Expected result", "Tiny variant")
-# Tiny, :big differs from :base only in dropout, and baselines.py:transformer is pretrain_lm.py's
-# model: run them with the slow tests.
-SLOW = {("wmt14_ende", "big,tiny"), ("baselines", "transformer,tiny")}
+# Tiny, :big differs from :base only in dropout, baselines.py:transformer is pretrain_lm.py's
+# model, and policy.py's decoder-only stage also trains in tests/training/test_policy.py: run
+# them with the slow tests.
+SLOW = {("wmt14_ende", "big,tiny"), ("baselines", "transformer,tiny"),
+        ("policy", "decoder_only,tiny")}
 EXPERIMENTS = [pytest.param(*e, marks=pytest.mark.slow) if e in SLOW else e for e in EXPERIMENTS]
 
 

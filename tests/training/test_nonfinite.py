@@ -88,7 +88,7 @@ def all_finite(tree):
 INTERVALS = (1, 5)
 
 
-@pytest.mark.parametrize("async_checkpoints", [False, True])
+@pytest.mark.parametrize("async_checkpoints", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_no_nonfinite_checkpoint_under_any_intervals(poisoned_runs, async_checkpoints):
   for log, evaluate, save in itertools.product(INTERVALS, repeat=3):
     name = f"log{log}_eval{evaluate}_ckpt{save}_async{int(async_checkpoints)}"

@@ -153,6 +153,7 @@ def assert_layouts_equal_one_device(report: dict, stage: str) -> None:
     assert report["sgd_update_difference"][name] < 1e-5, (name, report)
 
 
+@pytest.mark.slow
 def test_dpo_step_on_8_devices_equals_one_device(tmp_path, data_dir, tokenizer_dir):
   """DPO reads the frozen reference (`TrainState.frozen`) in the step: jit data=8 and pmap 8
   give the one-device losses, gradient norms and SGD update on the same global batches."""
@@ -310,6 +311,7 @@ def test_two_processes_match_one_process_and_resume(tiny_config, workdir_for, tm
     assert difference < tolerance, (name, got, want)
 
 
+@pytest.mark.slow
 def test_two_processes_start_from_a_one_process_run(tiny_config, workdir_for, tmp_path):
   from transformer.training.loop import run
   pretrain = tiny_config("lm")
@@ -393,6 +395,7 @@ def logged_mfu(workdir: str) -> list[tuple[float, float]]:
           if r["split"] == "train"]
 
 
+@pytest.mark.slow
 def test_mfu_has_one_definition_on_one_and_on_eight_devices(tiny_config, workdir_for, tmp_path):
   from transformer.training.loop import run
   config = tiny_config("lm")

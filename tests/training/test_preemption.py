@@ -88,7 +88,8 @@ def reference(tmp_path_factory, data_dir, tokenizer_dir):
   return final_params(str(workdir))
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, status", [
+    (signal.SIGTERM, 0), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_a_signal_saves_where_it_stopped_and_the_rerun_matches(
     sig, status, reference, tiny_config, workdir_for, tmp_path):
   config = preemptible_config(tiny_config)

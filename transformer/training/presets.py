@@ -2,7 +2,8 @@
 argument, the tiny variant.
 
 The embedded-corpus experiments (quickstart, pretrain_lm, pretrain_span, baselines) differ
-only in stage, task and model; `embedded_corpus_run` holds everything else in one place.
+only in stage, task and model; `embedded_corpus_run` holds everything else in one place, and
+`preference_run` what the preference stages (reward, dpo, policy) share.
 Every experiment takes its argument through `parse_arg`, which accepts 'tiny' (alone or after
 a variant: `--config=experiments/wmt14_ende.py:base,tiny`) to `shrink` the run to seconds.
 """
@@ -21,7 +22,7 @@ def embedded_corpus_run(stage: str, name: str, task: str,
   progress line every 25 steps, eval (10 batches) and a checkpoint every 100 steps.
 
   Args:
-    stage: 'pretrain' | 'finetune' | 'reward'.
+    stage: a `config.stage` value, e.g. 'pretrain'.
     name: the builder config, e.g. 'stdlib_corpus/text'.
     task: the data task, e.g. 'lm', 'span_corruption', 'seq2seq'.
     num_train_steps: optimizer steps.
@@ -58,6 +59,40 @@ LM_FAMILIES = {
     "gated_cnn": dict(architecture="gated_cnn", num_decoder_layers=4, conv_kernel_size=4),
     "transformer": DECODER_ONLY,
 }
+
+
+def preference_run(stage: str, architecture: str, tiny: bool, *, num_train_steps: int,
+                   global_batch_size: int, learning_rate: float, warmup_steps: int,
+                   weight_decay: float = 0.01, eval_steps: int = 0) -> ml_collections.ConfigDict:
+  """A run on `stdlib_corpus/preferences` with the embedded model of `architecture` (the
+  reward, dpo and policy experiments; `tiny`: `shrink`, then lengths that fit its summaries).
+
+  Encoder-decoder: the code's first 96 tokens (its signature and first lines) to the encoder,
+  responses of up to 32 tokens to the decoder; decoder-only: prompt + response in rows of 64.
+  Dropout off, validation over `eval_steps` batches (0: the whole split), the best checkpoint
+  by accuracy, no decoded samples. `global_batch_size` counts prompts (each with its
+  `data.num_responses` responses).
+  """
+  encoder = architecture == "encoder_decoder"
+  c = embedded_corpus_run(stage, "stdlib_corpus/preferences",
+                          "preference_seq2seq" if encoder else "preference", num_train_steps)
+  c.model.update(**EMBEDDED_MODELS[architecture])
+  if encoder:
+    c.data.update(seq_len=96, targets_len=32, num_sentinels=32)
+  else:
+    c.data.seq_len = 64
+  c.global_batch_size = global_batch_size
+  c.optimizer.update(learning_rate=learning_rate, warmup_steps=warmup_steps,
+                     weight_decay=weight_decay)
+  c.update(eval_steps=eval_steps, best_metric="accuracy", best_mode="max", num_samples=0)
+  if tiny:
+    shrink(c)
+    if encoder:  # a 400-piece vocabulary: long summaries
+      c.data.update(seq_len=48, targets_len=64)
+    else:  # summaries of a 400-piece vocabulary need more than 32 tokens
+      c.data.seq_len = 96
+  return c
+
 
 TINY = "tiny"
 TINY_PACKAGES = ("email", "json", "http")  # the slice of the embedded corpus a tiny run reads
