@@ -34,7 +34,7 @@ from transformer.models.registry import architecture
 from transformer.special_ids import PAD_ID
 from transformer.training import checkpoints
 from transformer.training.config import ConfigError
-from transformer.training.rewards import load_reward_model
+from transformer.training.rewards import RewardModel, load_reward_model
 
 NS = (1, 2, 4, 8, 16)
 
@@ -69,6 +69,14 @@ def paired_bootstrap(difference: np.ndarray, resamples: int = 1000,
   return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def prompt_limit(config: ModelConfig, max_new_tokens: int) -> int:
+  """The most prompt tokens a model keeps: all of max_len for an encoder, else what leaves
+  room for `max_new_tokens` of output."""
+  if architecture(config.architecture).has_encoder:
+    return config.max_len
+  return config.max_len - max_new_tokens
+
+
 def sample_pool(config: ModelConfig, params: Any, prompts: Sequence[np.ndarray], pool: int, *,
                 max_new_tokens: int, seed: int = 0, temperature: float = 1.0,
                 batch_size: int = 128) -> list[list[np.ndarray]]:
@@ -76,8 +84,7 @@ def sample_pool(config: ModelConfig, params: Any, prompts: Sequence[np.ndarray],
 
   Prompts are cut to leave room for the output, keeping their start (as in training).
   """
-  limit = config.max_len - max_new_tokens if not architecture(config.architecture).has_encoder \
-      else config.max_len
+  limit = prompt_limit(config, max_new_tokens)
   rows = [p[:limit] for p in prompts for _ in range(pool)]
   outputs = []
   for i, start in enumerate(range(0, len(rows), batch_size)):
@@ -92,6 +99,27 @@ def sample_pool(config: ModelConfig, params: Any, prompts: Sequence[np.ndarray],
   return [outputs[i * pool:(i + 1) * pool] for i in range(len(prompts))]
 
 
+def sampling_budget(rm: RewardModel, max_new_tokens: int | None) -> int:
+  """Tokens sampled per response: `max_new_tokens`, or None for the reward model's response
+  budget; a ConfigError if it leaves no room for the EOS there."""
+  if max_new_tokens is None:
+    return rm.response_budget()
+  if max_new_tokens > rm.response_budget():
+    raise ConfigError(f"max_new_tokens={max_new_tokens}: no room for the EOS in the reward "
+                      f"model's response budget ({rm.response_budget()} tokens)")
+  return max_new_tokens
+
+
+def held_out_prompts(rm: RewardModel, split: str,
+                     num_prompts: int = 0) -> tuple[list[str], list[str]]:
+  """(prompts, true summaries) of the first `num_prompts` (0: all) records of `split` of the
+  reward model's preference data: each function's code and its chosen response."""
+  records = list(pipeline.open_source(rm.config.data, split))[:num_prompts or None]
+  texts = pipeline.record_texts
+  return ([texts(r, ("prompt",))[0] for r in records],
+          [texts(r, ("chosen",))[0] for r in records])
+
+
 def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
              num_prompts: int = 0, pool: int = 16, max_new_tokens: int | None = None,
              seed: int = 0,
@@ -102,16 +130,9 @@ def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
     raise ConfigError(f"num_prompts={num_prompts}: expected 0 (every prompt of the split) or "
                       "a positive number")
   rm = load_reward_model(reward_workdir)
-  if max_new_tokens is None:
-    max_new_tokens = rm.response_budget()
-  if max_new_tokens > rm.response_budget():
-    raise ConfigError(f"max_new_tokens={max_new_tokens}: no room for the EOS in the reward "
-                      f"model's response budget ({rm.response_budget()} tokens)")
+  max_new_tokens = sampling_budget(rm, max_new_tokens)
   config, params, _ = checkpoints.load_params_for_inference(policy_workdir)
-  records = list(pipeline.open_source(rm.config.data, split))[:num_prompts or None]
-  texts = pipeline.record_texts
-  prompts = [texts(r, ("prompt",))[0] for r in records]
-  references = [texts(r, ("chosen",))[0] for r in records]
+  prompts, references = held_out_prompts(rm, split, num_prompts)
   pools = sample_pool(config, params, [rm.tokenizer.encode(p) for p in prompts], pool,
                       max_new_tokens=max_new_tokens, seed=seed, temperature=temperature)
   candidates = [decode_outputs(rm.tokenizer, np.stack(p)) for p in pools]

@@ -59,11 +59,8 @@ def evaluate(workdir: str, baseline_workdir: str | None, split: str = "test",
   rm = load_reward_model(workdir)
   baseline = None
   if baseline_workdir:
-    cfg, params, spm = checkpoints.load_params_for_inference(baseline_workdir)
-    with open(spm, "rb") as f:
-      if f.read() != rm.tokenizer.model_proto:
-        raise ConfigError(f"--baseline_workdir={baseline_workdir} has another tokenizer than "
-                          f"the reward model {workdir}")
+    cfg, params, _ = checkpoints.load_params_for_inference(baseline_workdir)
+    rm.check_tokenizer(baseline_workdir, "--baseline_workdir")
     if architecture(cfg.architecture).has_encoder != rm.task.encoder:
       raise ConfigError(f"--baseline_workdir={baseline_workdir}: architecture "
                         f"{cfg.architecture!r} does not read the reward data's task")

@@ -122,6 +122,13 @@ class RewardModel:
     scores, valid = self._scores(self.params, {k: jnp.asarray(batch[k]) for k in keys})
     return np.asarray(scores) - np.float32(self.bias), np.asarray(valid)
 
+  def check_tokenizer(self, workdir: str, name: str) -> None:
+    """ConfigError `<name>=<workdir> has another tokenizer than the reward model` unless the
+    run in `workdir` has this model's tokenizer."""
+    if _read(checkpoints.tokenizer_path(workdir)) != self.tokenizer.model_proto:
+      raise ConfigError(f"{name}={workdir} has another tokenizer than the reward model "
+                        f"{self.workdir}")
+
   def response_budget(self) -> int:
     """The most response tokens (EOS not counted) a scored sequence has room for."""
     lengths = self.task.lengths(self.config.data)
