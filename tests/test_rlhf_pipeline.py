@@ -11,9 +11,12 @@ def test_tiny_pipeline_runs_reports_and_resumes(tmp_path):
                                       print_fn=lambda line: None)
   text = open(report).read()
   for stage in ("pretrain", "finetune", "finetune_scratch", "reward", "dpo", "policy",
-                "best_of_n"):
+                "best_of_n", "compare_policies"):
     assert f"| {stage} |" in text
+  for system in ("reference", "best_of_8", "rloo", "dpo"):  # the comparison's table
+    assert f"| {system} |" in text
   assert os.path.exists(os.path.join(workdir, "bon", "best_of_n.png"))
+  assert os.path.exists(os.path.join(workdir, "compare", "compare_policies.png"))
   lines = []
   rlhf_pipeline.run_pipeline(workdir, tiny=True, data_dir=data_dir, num_prompts=4,
                              print_fn=lines.append)

@@ -19,6 +19,8 @@ subfolder of --workdir, initialised from the stage before, one architecture thro
                      init_from finetune/ (its frozen copy the reference)
   eval_reward.json   held-out pairwise accuracy against the likelihood baseline
   bon/               best-of-N (16 samples per test prompt): JSON and plot
+  compare/           fine-tuned vs best-of-8 vs RLOO vs DPO on the test prompts
+                     (transformer.compare_policies): table, JSON, reward-against-KL plot
 
 It resumes wherever it stopped: a stage whose workdir holds the checkpoint of its last step
 (and, for the reward model, its bias) is skipped without building anything, and so are
@@ -182,7 +184,21 @@ def run_pipeline(workdir: str, *, architecture: str = "encoder_decoder", tiny: b
   with open(bon_path) as f:
     bon = json.load(f)
   print_fn("[best_of_n] " + json.dumps(bon))
-  return write_report(workdir, configs, evaluation, bon, print_fn)
+
+  compare_dir = os.path.join(workdir, "compare")
+  if not os.path.exists(os.path.join(compare_dir, "compare_policies.json")):
+    from transformer import compare_policies  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    result, details = compare_policies.evaluate(
+        os.path.join(workdir, "finetune"), os.path.join(workdir, "reward"),
+        {"rloo": os.path.join(workdir, "policy"), "dpo": os.path.join(workdir, "dpo")}, "test",
+        num_prompts=num_prompts, max_new_tokens=8 if tiny else None)
+    compare_policies.write(result, details, compare_dir)
+    _record_time(workdir, "compare_policies", time.perf_counter() - start)
+  with open(os.path.join(compare_dir, "compare_policies.md")) as f:
+    comparison = f.read()
+  print_fn("[compare_policies]\n" + comparison)
+  return write_report(workdir, configs, evaluation, bon, comparison, print_fn)
 
 
 def _fmt(value: Any) -> str:
@@ -190,8 +206,9 @@ def _fmt(value: Any) -> str:
 
 
 def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, Any],
-                 bon: dict[str, Any], print_fn: Callable[[str], None]) -> str:
-  """The summary table, printed and written with the plots to <workdir>/report.md."""
+                 bon: dict[str, Any], comparison: str, print_fn: Callable[[str], None]) -> str:
+  """The summary table, printed and written with the plots and the policies' comparison (a
+  markdown table) to <workdir>/report.md."""
   times = _times(workdir)
   rows = []
   for name in STAGE_NAMES:
@@ -219,6 +236,8 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
                + f" at N={bon['N']}; chrF N=1 {gains[1]:.2f}, N=8 {gains.get(8, 0.0):.2f} "
                f"(gain CI95 {bon['chrf_gain_8_vs_1_ci95'][0]:.2f}.."
                f"{bon['chrf_gain_8_vs_1_ci95'][1]:.2f})"))
+  rows.append(("compare_policies", "-", f"{times.get('compare_policies', 0.0):.0f} s",
+               "fine-tuned vs best-of-8 vs RLOO vs DPO on the test prompts: see below"))
   total = sum(times.values())
   table = ["| stage | steps | wall time | key metrics |", "|---|---|---|---|"]
   table += [f"| {' | '.join(r)} |" for r in rows]
@@ -229,7 +248,9 @@ def write_report(workdir: str, configs: dict[str, Any], evaluation: dict[str, An
            if os.path.exists(os.path.join(workdir, name, "curves.png"))]
   report = os.path.join(workdir, "report.md")
   with open(report, "w") as f:
-    f.write("# RLHF pipeline report\n\n" + text + "\n\n## Best-of-N\n\n"
+    f.write("# RLHF pipeline report\n\n" + text + "\n\n## Fine-tuned, best-of-8, RLOO and DPO"
+            " on the test prompts\n\n" + comparison
+            + "\n![reward against KL](compare/compare_policies.png)\n\n## Best-of-N\n\n"
             "![best-of-N](bon/best_of_n.png)\n\n```json\n" + json.dumps(bon, indent=1)
             + "\n```\n\n## Reward model on the test split\n\n```json\n"
             + json.dumps(evaluation, indent=1) + "\n```\n\n## Training curves\n\n"
