@@ -7,6 +7,8 @@
 into one line `error: <message>` on stderr, without a traceback:
 
   bad input (INPUT_ERRORS: a config, flag, path or data error)    exit status 2
+    (`ConfigError`, the ValueError of an invalid run config, is defined here so that modules
+    which raise it need not import the config schema)
   a run that stopped itself (STOP_ERRORS: a non-finite loss)      exit status 1
   Ctrl-C outside the training loop (which saves and exits 130)    exit status 130
 
@@ -29,6 +31,10 @@ from absl import app, flags, logging
 INPUT_ERRORS = (ValueError, OSError, flags.Error, app.UsageError)
 STOP_ERRORS = (FloatingPointError,)
 INPUT_ERROR_STATUS, STOP_STATUS, INTERRUPTED_STATUS = 2, 1, 130
+
+
+class ConfigError(ValueError):
+  """An invalid run config; the message is one line naming the offending field."""
 
 
 def fail(message: str, status: int = INPUT_ERROR_STATUS) -> NoReturn:

@@ -15,8 +15,8 @@ from transformer import special_ids
 from transformer.data import config as data_config
 from transformer.data import pipeline
 from transformer.data.builders import catalog
-from transformer.data.tokenizer import sentinel_id
 from transformer.models import attention
+from transformer.special_ids import sentinel_id
 
 
 def _dataset(cfg, tokenizer, split="train", *, train=True, batch=4, seed=0, process_index=0,

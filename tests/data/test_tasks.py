@@ -5,7 +5,7 @@ import pytest
 
 from transformer import special_ids
 from transformer.data import tasks
-from transformer.data.tokenizer import sentinel_id
+from transformer.special_ids import sentinel_id
 
 EOS = special_ids.EOS_ID
 

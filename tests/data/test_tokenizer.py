@@ -14,7 +14,7 @@ def test_special_ids_and_sentinels(tokenizer):
                     special_ids.UNK_ID)] == ["<pad>", "</s>", "<s>", "<unk>"]
   assert tokenizer.num_sentinels == 24 and tokenizer.vocab_size == 600
   for k in (0, 1, 23):
-    assert tokenizer_lib.sentinel_id(k) == 4 + k == tokenizer.sentinel(k)
+    assert special_ids.sentinel_id(k) == 4 + k == tokenizer.sentinel(k)
     assert tokenizer.id_to_piece(tokenizer.sentinel(k)) == f"<extra_id_{k}>"
   with pytest.raises(ValueError, match="sentinel 24 out of range"):
     tokenizer.sentinel(24)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from transformer import special_ids
-from transformer.data.tokenizer import sentinel_id
+from transformer.special_ids import sentinel_id
 
 NOISE_DENSITY = 0.15
 MEAN_SPAN_LENGTH = 3.0

@@ -33,11 +33,6 @@ MODEL_TYPES = ("unigram", "bpe", "char", "word")
 TOKENIZER_FILE = "spm.model"  # the file name of a run's SentencePiece model, in its workdir
 
 
-def sentinel_id(k: int) -> int:
-  """The id of the k-th span-corruption sentinel `<extra_id_k>` (k = 0, 1, ...)."""
-  return special_ids.UNK_ID + 1 + k
-
-
 class Tokenizer:
   """A SentencePiece model with this project's special ids; picklable (for grain workers)."""
 
@@ -50,8 +45,8 @@ class Tokenizer:
     if actual != expected:
       raise ValueError(f"SentencePiece model has special pieces {actual}, expected {expected}")
     count = 0
-    while (sentinel_id(count) < self.vocab_size
-           and self._sp.id_to_piece(sentinel_id(count)) == f"<extra_id_{count}>"):
+    while (special_ids.sentinel_id(count) < self.vocab_size
+           and self._sp.id_to_piece(special_ids.sentinel_id(count)) == f"<extra_id_{count}>"):
       count += 1
     self.num_sentinels = count
 
@@ -81,11 +76,11 @@ class Tokenizer:
     return self._sp.id_to_piece(int(i))
 
   def sentinel(self, k: int) -> int:
-    """`sentinel_id(k)`, checked against the number of sentinels in this vocabulary."""
+    """`special_ids.sentinel_id(k)`, checked against the number of sentinels in this vocabulary."""
     if not 0 <= k < self.num_sentinels:
       raise ValueError(f"sentinel {k} out of range: the vocabulary has {self.num_sentinels} "
                        "sentinels")
-    return sentinel_id(k)
+    return special_ids.sentinel_id(k)
 
 
 def train_tokenizer(

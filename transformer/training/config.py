@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from transformer.cli import ConfigError
 from transformer.data import config as data_config
 from transformer.data.tasks import get_task
 from transformer.models.config import ModelConfig
@@ -26,10 +27,6 @@ SCHEDULES = ("paper", "cosine", "constant")
 # ModelConfig fields that are not in the config's model section: the vocabulary size is the data
 # section's, and the train / eval / decode switches are set by whoever builds the model.
 RUN_SWITCHES = ("vocab_size", "deterministic", "decode")
-
-
-class ConfigError(ValueError):
-  """An invalid run config; the message is one line naming the offending field."""
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from transformer.training.config import ConfigError
+from transformer.cli import ConfigError
 
 LOCK_FILE = "lock"
 

@@ -5,9 +5,15 @@ The paper (§5.3): Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9 and
 where step_num counts from 1 at the first update (optax counts from 0, hence the + 1).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
-import ml_collections
 import optax
+
+if TYPE_CHECKING:  # annotations only: the optimizer runs without ml_collections installed
+  import ml_collections
 
 
 def paper_schedule(d_model: int, warmup_steps: int, scale: float = 1.0) -> optax.Schedule:

@@ -33,6 +33,8 @@ processes. Under `failures_end_every_process` an error on one process ends every
 within seconds with its message, instead of leaving them waiting in a collective.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import os
@@ -41,18 +43,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from transformer import cli
-from transformer.training.config import ConfigError
+from transformer.cli import ConfigError
 from transformer.training.state import TrainState
+
+if TYPE_CHECKING:  # annotations only: the layout runs without ml_collections installed
+  import ml_collections
 
 MESH_AXES = ("data", "fsdp", "tensor")
 PMAP_AXIS = "batch"
