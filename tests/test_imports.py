@@ -9,6 +9,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "transformer")
 
 
+def run_python(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+  """Runs `script` in a fresh CPU-only interpreter at the repository root, this checkout first
+  on the path."""
+  return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
+                        timeout=timeout)
+
+
 def module_name(path: str) -> str:
   relative = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
   return relative[:-len(".__init__")] if relative.endswith(".__init__") else relative
@@ -86,8 +94,6 @@ flags.FLAGS(['test', '--config=experiments/wmt14_ende.py:big,tiny'])
 validate(config.value)
 print(sorted(m for m in sys.modules if m.split('.')[0] in ('grain', 'tensorflow_datasets')))
 """
-  result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
-                          timeout=120)
+  result = run_python(script)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
