@@ -1,6 +1,7 @@
 """Checkpoints of one layout: what is kept (latest N plus the best), and a save/restore that gives
 back every leaf of the state, the optimizer's moments included, the rng and the data position."""
 
+import dataclasses
 import os
 
 import grain
@@ -10,8 +11,9 @@ import numpy as np
 import optax
 import pytest
 
+from transformer.models.scan_conversion import stack_layers
 from transformer.training import checkpoints
-from transformer.training.config import default_config
+from transformer.training.config import default_config, model_config
 from transformer.training.optim import make_optimizer
 from transformer.training.state import create_train_state
 
@@ -94,3 +96,28 @@ def test_save_and_restore_give_back_every_leaf_of_the_state(tmp_path):
   assert int(restored.step) == 3
   np.testing.assert_array_equal(restored_rng, rng)
   assert next(other_data) == expected_next  # the data position came back too
+
+
+@pytest.mark.parametrize("saved_scan, run_scan", [(False, True), (True, False), (True, True)])
+def test_params_of_another_layer_layout_are_converted(tmp_path, saved_scan, run_scan):
+  """init_from's params come in the run's scan_layers layout, whatever layout saved them."""
+  config = default_config()
+  config.model.update(num_encoder_layers=2, num_decoder_layers=3, scan_layers=saved_scan)
+  checkpoints.write_config(str(tmp_path), config)
+  cfg = model_config(config)
+  layer = lambda i: {"ffn": {"wi": {"kernel": jnp.full((2, 3), float(i))}}}  # noqa: E731
+  unrolled = {"encoder": {"layer_0": layer(0), "layer_1": layer(1)},
+              "decoder": {f"layer_{i}": layer(i) for i in range(3)} | {"final": jnp.ones(2)},
+              "token_embedding": {"embedding": jnp.zeros((4, 2))}}
+  saved = stack_layers(unrolled, cfg) if saved_scan else unrolled
+  lines = []
+  run_cfg = dataclasses.replace(cfg, scan_layers=run_scan)
+  got = checkpoints.in_layer_layout(saved, str(tmp_path), run_cfg, lines.append)
+  expected = stack_layers(unrolled, cfg) if run_scan else unrolled
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  assert len(lines) == (saved_scan != run_scan)
+  if run_scan:
+    np.testing.assert_array_equal(got["decoder"]["layers"]["ffn"]["wi"]["kernel"][:, 0, 0],
+                                  [0, 1, 2])
+  assert checkpoints.in_layer_layout(saved, str(tmp_path / "none"), run_cfg) is saved

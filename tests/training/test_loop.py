@@ -1,9 +1,11 @@
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from transformer.models.scan_conversion import stack_layers
 from transformer.training import checkpoints, writer
 from transformer.training.config import ConfigError
 from transformer.training.loop import dry_run, run
@@ -92,6 +94,31 @@ def test_init_from_restores_matching_params_and_reports_fresh_ones(tiny_config, 
   np.testing.assert_array_equal(after["token_embedding"]["embedding"],
                                 before["token_embedding"]["embedding"])
   assert "output_projection" in after["decoder"]
+
+
+def test_init_from_converts_between_unrolled_and_scanned_layers(tiny_config, workdir_for):
+  """A scanned fine-tuning run starts from an unrolled pretraining run: every param restored,
+  stacked on the layer axis."""
+  pretrain = tiny_config("lm")
+  pretrain.num_train_steps = 1
+  pretrained = workdir_for(pretrain, "pretrain")
+  run_logged(pretrain, pretrained)
+
+  finetune = tiny_config("lm", stage="finetune")
+  finetune.model.scan_layers = True
+  finetune.init_from = pretrained
+  finetune.num_train_steps = 1
+  finetune.optimizer.update(schedule="constant", learning_rate=1e-3, warmup_steps=10)
+  finetuned = os.path.join(os.path.dirname(pretrained), "finetune")
+  _, log = run_logged(finetune, finetuned)
+  assert (f"converting the params of {pretrained} from unrolled to scanned layers "
+          "(config.model.scan_layers=True)") in log
+  assert "initialised fresh 0" in log
+
+  cfg, before, _ = checkpoints.load_params_for_inference(pretrained)
+  scanned_cfg, after, _ = checkpoints.load_params_for_inference(finetuned)
+  assert scanned_cfg.scan_layers and "layers" in after["decoder"]
+  jax.tree.map(np.testing.assert_array_equal, stack_layers(before, cfg), after)
 
 
 def test_dry_run_prints_params_and_compiles(tiny_config):

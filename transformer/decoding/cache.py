@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from transformer.models.config import ModelConfig
 from transformer.models.registry import architecture, build_model
+from transformer.models.scan_conversion import convert_layout
 from transformer.models.sequences import segmentation_or_default
 from transformer.special_ids import BOS_ID, PAD_ID
 
@@ -72,14 +73,20 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
     return model.apply({**variables, **extra}, *encoder_args, tokens, method="decode", **kwargs)
 
   if use_cache:
+    # The loops see the unrolled layout (every leaf rows first, as beam search gathers it);
+    # a scanned model's cache is stacked [layers, rows, ...] (`scan_conversion.py`).
+    def unrolled(cache: Cache) -> Cache:
+      return convert_layout(cache, config, config.scan_layers, False)
+
     def cached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
-      logits, updated = decode({"cache": cache}, tokens, mutable=["cache"])
-      return logits[:, 0], updated["cache"]
+      model_cache = convert_layout(cache, config, False, config.scan_layers)
+      logits, updated = decode({"cache": model_cache}, tokens, mutable=["cache"])
+      return logits[:, 0], unrolled(updated["cache"])
 
     # Creating the cache runs the decoder once over a dummy full-length input; under jit
     # only the cross-attention key/value projections of it survive dead-code elimination.
     dummy = jnp.full((num_rows, max_decode_len), BOS_ID, jnp.int32)
-    return cached_logits_fn, decode({}, dummy, mutable=["cache"])[1]["cache"]
+    return cached_logits_fn, unrolled(decode({}, dummy, mutable=["cache"])[1]["cache"])
 
   def uncached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
     buffer = cache["tokens"].at[:, cache["index"]].set(tokens[:, 0])

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 POSITION_ENCODINGS = ("sinusoidal", "learned", "rope")
 NORM_PLACEMENTS = ("post", "pre")
+REMAT_POLICIES = ("none", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,11 @@ class ModelConfig:
     deterministic: disables dropout (eval and decode variants).
     decode: enables the incremental-decoding cache (decode variant).
     conv_kernel_size: width k of the causal convolutions of 'gated_cnn' (position t sees t-k+1..t).
+    scan_layers: run each Transformer layer stack as one `nn.scan` over a layer axis (params,
+      cache and intermediates stacked [layers, ...] under 'layers') instead of unrolled
+      'layer_<i>' modules; `scan_conversion.py` converts params between the two.
+    remat: rematerialisation of each Transformer layer in the backward pass: 'none', 'full'
+      (nothing saved, everything recomputed) or 'dots' (matmuls without batch dims saved).
   """
 
   architecture: str = "encoder_decoder"
@@ -67,12 +73,17 @@ class ModelConfig:
   deterministic: bool = False
   decode: bool = False
   conv_kernel_size: int = 4
+  scan_layers: bool = False
+  remat: str = "none"
 
   def __post_init__(self):
     if not isinstance(self.architecture, str):
       raise ValueError(f"ModelConfig.architecture must be a name, got {self.architecture!r}")
     _check_choice("position_encoding", self.position_encoding, POSITION_ENCODINGS)
     _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+    _check_choice("remat", self.remat, REMAT_POLICIES)
+    if not isinstance(self.scan_layers, bool):
+      raise ValueError(f"ModelConfig.scan_layers must be a bool, got {self.scan_layers!r}")
     for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_decoder_layers", "max_len",
                  "conv_kernel_size"):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:

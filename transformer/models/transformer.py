@@ -15,12 +15,17 @@ Without them, padding is wherever the token is PAD_ID and positions are 0..lengt
 With `config.decode` the decoder runs one token per call against a 'cache'
 collection (keys/values per layer, see `attention.py`, and the step counter
 that gives the token's position); `transformer.decoding` drives it.
+
+The N layers of a stack are modules 'layer_0' .. 'layer_<N-1>', or with `config.scan_layers`
+one module 'layers' run by `nn.scan`, its params stacked [N, ...] (`_Stack.layers`;
+`scan_conversion.py` converts params between the two layouts).
 """
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from transformer.models.attention import make_attention_mask
@@ -29,12 +34,39 @@ from transformer.models.embeddings import AddPositions, TokenEmbedding
 from transformer.models.layers import DecoderLayer, EncoderLayer, layer_norm
 from transformer.models.sequences import positions_or_default, segmentation_or_default, shift_right
 
+# The scanned stack's module name and the logical axis of its stacked params and cache.
+SCANNED = "layers"
+# ModelConfig.remat -> what jax.checkpoint saves for the backward pass (None: nothing).
+_REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
 
 class _Stack(nn.Module):
   """Embedding + positions + dropout, then the layers, then (pre-LN only) a final LayerNorm."""
 
   config: ModelConfig
   embedding: TokenEmbedding
+
+  def layers(self, layer: type[nn.Module], count: int, x: jnp.ndarray, *args: Any) -> jnp.ndarray:
+    """Applies `count` layers, layer(config)(x, *args) each: [batch, length, d_model] -> same.
+
+    Unrolled (default): modules 'layer_0' .. 'layer_<count-1>'. With `config.scan_layers`: one
+    module SCANNED under `nn.scan` (compiled once), its params, 'cache' and 'intermediates'
+    stacked on a leading [count] axis (logical axis SCANNED, split over no mesh axis), each
+    layer drawing its own init and dropout keys; `args` are shared by every layer. With
+    `config.remat` != 'none', each layer is rematerialised in the backward pass.
+    """
+    cfg = self.config
+    if cfg.remat != "none":
+      layer = nn.remat(layer, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if not cfg.scan_layers:
+      for i in range(count):
+        x = layer(cfg, name=f"layer_{i}")(x, *args)
+      return x
+    scan = nn.scan(lambda module, carry, *shared: (module(carry, *shared), None),
+                   variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                   split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
+                   length=count, metadata_params={nn.PARTITION_NAME: SCANNED})
+    return scan(layer(cfg, name=SCANNED), x, *args)[0]
 
   def embed(self, tokens: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
     """int [batch, length] -> [batch, length, d_model]: sqrt(d_model) E[tokens] + PE, dropout."""
@@ -61,8 +93,7 @@ class Encoder(_Stack):
     positions = positions_or_default(inputs, inputs_position)
     mask = make_attention_mask(segmentation, segmentation, causal=False)
     x = self.embed(inputs, positions)
-    for i in range(self.config.num_encoder_layers):
-      x = EncoderLayer(self.config, name=f"layer_{i}")(x, mask, positions)
+    x = self.layers(EncoderLayer, self.config.num_encoder_layers, x, mask, positions)
     return self.final_norm(x)
 
 
@@ -96,8 +127,8 @@ class Decoder(_Stack):
     if encoded is not None:
       cross_mask = make_attention_mask(targets_segmentation, inputs_segmentation, causal=False)
     x = self.embed(decoder_input_tokens, targets_position)
-    for i in range(cfg.num_decoder_layers):
-      x = DecoderLayer(cfg, name=f"layer_{i}")(x, self_mask, targets_position, encoded, cross_mask)
+    x = self.layers(DecoderLayer, cfg.num_decoder_layers, x, self_mask, targets_position,
+                    encoded, cross_mask)
     x = self.final_norm(x)
     if return_hidden:
       return x.astype(jnp.float32)

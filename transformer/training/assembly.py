@@ -9,8 +9,9 @@ layout -> train and eval steps; the training loop, the dry run, the parallelism 
 benchmarks all start from it. Resume order (the log says which happened), in
 `restore_or_initialize`:
   1. the workdir's own latest checkpoint (state, rng, data position): training continues;
-  2. else `config.init_from`: params from an earlier stage's latest checkpoint, matched by
-     path and shape; the rest (e.g. a new head) initialised fresh, both listed in the log;
+  2. else `config.init_from`: params from an earlier stage's latest checkpoint (converted to
+     this run's `model.scan_layers` layout if saved with the other), matched by path and
+     shape; the rest (e.g. a new head) initialised fresh, both listed in the log;
   3. else scratch.
 A stage with frozen params (`Stage.frozen`: dpo's reference) makes them from the params it
 starts with in cases 2 and 3 (a copy: the fine-tuned run's params, frozen), with the trained
@@ -143,6 +144,8 @@ class Assembly:
     elif self.config.init_from:
       loaded, step = checkpoints.restore_raw_params(
           self.config.init_from, print_fn=print_fn, sharding_for=self._param_sharding(state))
+      loaded = checkpoints.in_layer_layout(loaded, self.config.init_from, self.model_config,
+                                           print_fn)
       params, restored, fresh = checkpoints.merge_params(state.params, loaded)
       print_fn(f"initialising from init_from={self.config.init_from} (step {step}): restored "
                f"{len(restored)} params, initialised fresh {len(fresh)}"

@@ -46,6 +46,7 @@ from grain import python as grain
 from jax.experimental import multihost_utils
 
 from transformer.models.config import ModelConfig
+from transformer.models.scan_conversion import convert_layout
 from transformer.training import integrity, lock
 from transformer.training.config import ConfigError, model_config
 from transformer.training.state import TrainState
@@ -55,7 +56,8 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "spm.model"
 CHECKPOINT_DIR = "checkpoints"
 # Model fields that do not change the params (shapes or dtypes): they may differ on resume.
-_FREE_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype")
+_FREE_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat")
+_LAYOUTS = {False: "unrolled", True: "scanned"}
 # Orbax's temporary folder of a step being saved: <step><suffix>, renamed to <step> on commit.
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 PrintFn = Callable[[str], None]
@@ -327,6 +329,24 @@ def restore_raw_params(workdir: str, step: int | None = None, *, print_fn: Print
 
 
 # ----------------------------------------------------------------------------- later stages
+
+def in_layer_layout(params: Any, workdir: str, cfg: ModelConfig, print_fn: PrintFn = print
+                    ) -> Any:
+  """Params restored from `workdir` in the layer layout of `cfg` (`cfg.scan_layers`).
+
+  A run saved with the other `scan_layers` setting (by its config.json) has its layer stacks
+  stacked or unstacked (`scan_conversion.py`), with one line to print_fn; else unchanged.
+  """
+  saved = read_config(workdir)
+  if saved is None:
+    return params
+  saved_cfg = model_config(saved)
+  if saved_cfg.scan_layers == cfg.scan_layers:
+    return params
+  print_fn(f"converting the params of {workdir} from {_LAYOUTS[saved_cfg.scan_layers]} to "
+           f"{_LAYOUTS[cfg.scan_layers]} layers (config.model.scan_layers={cfg.scan_layers})")
+  return convert_layout(params, saved_cfg, saved_cfg.scan_layers, cfg.scan_layers)
+
 
 def merge_params(fresh: Any, loaded: Any) -> tuple[Any, list[str], list[str]]:
   """Takes each param from `loaded` where its path and shape match, else keeps the fresh one.

@@ -68,6 +68,7 @@ LOGICAL_RULES = (
     ("heads", "tensor"),
     ("kv", None),
     ("mlp", "tensor"),
+    ("layers", None),  # the stacked layers of scan_layers: every device holds all of them
 )
 
 
