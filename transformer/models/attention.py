@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from transformer.models.config import ModelConfig
+from transformer.models.dropout import Dropout
 from transformer.models.embeddings import apply_rope
 
 
@@ -139,7 +140,7 @@ class MultiHeadAttention(nn.Module):
     scores, weights = attention_weights(query, key, mask)
     self.sow("intermediates", "scaled_scores", scores)
     self.sow("intermediates", "weights", weights)
-    weights = nn.Dropout(cfg.attention_dropout_rate)(weights, deterministic=cfg.deterministic)
+    weights = Dropout(cfg.attention_dropout_rate)(weights, deterministic=cfg.deterministic)
     heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
     self.sow("intermediates", "weighted_values", heads)  # [batch, q_len, heads, d_v]
 
