@@ -2,7 +2,7 @@
 
   python -m benchmarks.train_throughput                         # the reference setting, ~2 min
   python -m benchmarks.train_throughput --peer_models=PATH      # and a peer's step, alternated
-  python -m benchmarks.train_throughput --sweep --out=DIR       # lengths and sizes, ~15 min
+  python -m benchmarks.train_throughput --sweep --out=DIR --steps=5 --rounds=2  # ~10 min
 
 The reference setting (the defaults): d_model 256, 4 + 4 layers, 4 heads, d_ff 1024, a
 vocabulary of 8192, inputs and targets of 128 tokens, global batch 16, dropout 0.1 on residuals
@@ -21,7 +21,14 @@ steps after --warmup, compile time (lower + compile), the compiled program's mem
 (arguments + outputs + temporaries), exact matmul FLOPs (every dot_general of the step's
 jaxpr, attention included: `count_matmul_flops`) and MFU against the best of --matmul_repeats
 float32 1024^3 matmuls timed in the same process (and, with --peak_tflops, a chip's nominal
-peak). The benchmark imports only jax, flax, optax and numpy besides the project's model and
+peak).
+
+`--sweep` times our step (no peer) over the SWEEP settings: sequence lengths 128 to 1024 at
+2048 target tokens per step, batch 8 and 32 at length 128, and the paper's base model; it
+writes the rows to DIR/sweep.json, a markdown table to DIR/sweep.md and tokens/s and MFU
+against each axis to DIR/sweep.png (only the plot needs matplotlib, imported when drawing).
+
+The benchmark imports only jax, flax, optax and numpy besides the project's model and
 training code, so it runs on an image with those alone (tests/benchmarks/test_imports.py).
 """
 
@@ -64,8 +71,17 @@ _MATMUL_REPEATS = flags.DEFINE_integer("matmul_repeats", 20, "Timed 1024^3 matmu
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0,
                                   "A chip's nominal peak per device (0: not reported).")
 _PEER = flags.DEFINE_string("peer_models", "", "Path of a peer's models.py (Flax WMT example).")
+_SWEEP = flags.DEFINE_bool("sweep", False, "Sweep length, batch and model size (see SWEEP).")
+_OUT = flags.DEFINE_string("out", "", "--sweep: directory for sweep.json, sweep.md, sweep.png.")
 
 LABEL_SMOOTHING = 0.1
+# --sweep: (axis, value, ModelConfig overrides, batch size, length). Lengths keep 2048 target
+# tokens per step (batch * length); "base" is the paper's base model (512 wide, 6 + 6 layers).
+SWEEP = (
+    [("length", n, {}, 2048 // n, n) for n in (128, 256, 512, 1024)]
+    + [("batch", b, {}, b, 128) for b in (8, 32)]
+    + [("size", "base", dict(d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6,
+                             num_decoder_layers=6), 16, 128)])
 
 
 def reference_model(**overrides: Any) -> ModelConfig:
@@ -256,8 +272,71 @@ def benchmark(cfg: ModelConfig, batch_size: int, length: int, peer_path: str = "
   return result
 
 
+def sweep(out: str) -> list[dict[str, Any]]:
+  """Runs every SWEEP setting; writes sweep.json, sweep.md and (with matplotlib) sweep.png."""
+  rows = []
+  for axis, value, overrides, batch_size, length in SWEEP:
+    cfg = reference_model(max_len=length, **overrides)
+    result = benchmark(cfg, batch_size, length)
+    rows.append({"axis": axis, "value": value, "batch_size": batch_size, "length": length,
+                 "d_model": cfg.d_model, "layers": cfg.num_decoder_layers,
+                 "tokens_per_s": result["ours"]["tokens_per_s"], "mfu": result["ours"]["mfu"],
+                 "step_s": result["ours"]["step_s"]["median"],
+                 "load_average": result["load_average"]})
+    print(json.dumps(rows[-1]), flush=True)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "sweep.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  lines = ["| axis | value | batch | length | d_model | layers | tokens/s | MFU | s/step | load |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  lines += [f"| {r['axis']} | {r['value']} | {r['batch_size']} | {r['length']} | {r['d_model']} "
+            f"| {r['layers']} | {r['tokens_per_s']:,.0f} | {r['mfu']:.2f} | {r['step_s']:.2f} "
+            f"| {r['load_average']} |" for r in rows]
+  with open(os.path.join(out, "sweep.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  plot_sweep(rows, os.path.join(out, "sweep.png"))
+  return rows
+
+
+def plot_sweep(rows: list[dict[str, Any]], path: str) -> None:
+  """tokens/s and MFU against length (and per model size) in one figure, if matplotlib is
+  importable (the benchmark itself needs only jax, flax, optax and numpy)."""
+  try:
+    import matplotlib  # noqa: PLC0415  (optional: only the plot needs it)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+  except ImportError:
+    print(f"matplotlib not importable: {path} not written", flush=True)
+    return
+  figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+  for axis, plot in zip(("length", "batch", "size"), axes):
+    subset = [r for r in rows if r["axis"] == axis or (r["axis"], r["value"]) == ("length", 128)]
+    labels = [str(r["value"] if r["axis"] == axis else {"length": 128, "batch": 16,
+                                                         "size": "reference"}[axis])
+              for r in subset]
+    if axis == "batch":
+      order = sorted(range(len(subset)), key=lambda i: int(labels[i]))
+      subset, labels = [subset[i] for i in order], [labels[i] for i in order]
+    plot.plot(labels, [r["tokens_per_s"] for r in subset], "o-", color="C0")
+    plot.set_xlabel({"length": "sequence length (batch * length = 2048)",
+                     "batch": "batch (length 128)", "size": "model"}[axis])
+    plot.set_ylabel("target tokens/s", color="C0")
+    twin = plot.twinx()
+    twin.plot(labels, [r["mfu"] for r in subset], "s--", color="C1")
+    twin.set_ylabel("MFU (of the measured matmul peak)", color="C1")
+    twin.set_ylim(0, 1)
+  figure.suptitle(f"train step, {jax.devices()[0].device_kind}: tokens/s and MFU")
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+
+
 def main(argv: list[str]) -> None:
   del argv
+  if _SWEEP.value:
+    if not _OUT.value:
+      raise app.UsageError("--sweep needs --out=DIR for its table and plot")
+    sweep(_OUT.value)
+    return
   print(json.dumps(benchmark(reference_model(), _BATCH.value, _LENGTH.value, _PEER.value),
                    indent=2), flush=True)
 
