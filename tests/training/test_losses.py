@@ -1,7 +1,8 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transformer.training.losses import token_cross_entropy
+from transformer.training.losses import first_argmax, token_cross_entropy
 
 
 def reference_smoothed_kl(logits, targets, eps):
@@ -29,3 +30,28 @@ def test_without_smoothing_loss_is_nll():
   logits = jnp.asarray(np.random.default_rng(1).normal(size=(3, 7)), jnp.float32)
   loss, nll = token_cross_entropy(logits[None], jnp.array([[0, 3, 6]]), 0.0)
   np.testing.assert_array_equal(loss, nll)
+
+
+def test_gradient_is_softmax_minus_smoothed_targets():
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(2, 4, 9))
+  targets = rng.integers(0, 9, size=(2, 4))
+  eps = 0.1
+  grad = jax.grad(lambda x: jnp.sum(token_cross_entropy(x, jnp.asarray(targets), eps)[0]))(
+      jnp.asarray(logits, jnp.float32))
+  one_hot = np.eye(9)[targets]
+  q = one_hot * (1 - eps) + (1 - one_hot) * eps / 8
+  softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  np.testing.assert_allclose(grad, softmax - q, rtol=1e-4, atol=1e-6)
+
+
+def test_large_logits_stay_finite():
+  logits = jnp.array([[[1000.0, 0.0, -1000.0]]])
+  loss, nll = token_cross_entropy(logits, jnp.array([[0]]), 0.1)
+  assert np.isfinite(loss).all() and float(nll[0, 0]) == 0.0
+
+
+def test_first_argmax_is_argmax_ties_included():
+  rng = np.random.default_rng(3)
+  logits = rng.integers(0, 3, size=(5, 6, 7)).astype(np.float32)  # many ties
+  np.testing.assert_array_equal(first_argmax(jnp.asarray(logits)), np.argmax(logits, -1))

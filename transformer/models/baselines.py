@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer.models.config import ModelConfig
+from transformer.models.dropout import Dropout
 from transformer.models.embeddings import TokenEmbedding
 from transformer.models.sequences import segment_starts, segmentation_or_default, shift_right
 
@@ -113,7 +114,7 @@ class LSTMLayer(nn.Module):
       _, h = jax.lax.scan(step, (zeros, zeros), (projected.swapaxes(0, 1),
                                                  segment_starts(segmentation).swapaxes(0, 1)))
       h = h.swapaxes(0, 1)
-    return nn.Dropout(cfg.dropout_rate)(h, deterministic=cfg.deterministic)
+    return Dropout(cfg.dropout_rate)(h, deterministic=cfg.deterministic)
 
   def _step_from_cache(self, step, projected: jnp.ndarray) -> jnp.ndarray:
     """Decode mode: one `lstm_step` from the cached (cell, hidden), which it then replaces.
@@ -176,7 +177,7 @@ class GatedConvBlock(nn.Module):
       taps = causal_taps(x.astype(dtype), segmentation, k)  # [b, l, k, d]
     a, b = jnp.split(jnp.einsum("blkd,kde->ble", taps, jnp.asarray(kernel, dtype))
                      + jnp.asarray(bias, dtype), 2, axis=-1)
-    gated = nn.Dropout(cfg.dropout_rate)(a * jax.nn.sigmoid(b), deterministic=cfg.deterministic)
+    gated = Dropout(cfg.dropout_rate)(a * jax.nn.sigmoid(b), deterministic=cfg.deterministic)
     return x + gated
 
   def _taps_from_cache(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -222,7 +223,7 @@ class _BaselineLM(nn.Module):
   def setup(self):
     self.embedding = TokenEmbedding(self.config, name="token_embedding")
     self.layers = [self.block(self.config) for _ in range(self.config.num_decoder_layers)]
-    self.embedding_dropout = nn.Dropout(self.config.dropout_rate)
+    self.embedding_dropout = Dropout(self.config.dropout_rate)
 
   def decode(self, decoder_input_tokens: jnp.ndarray,
              targets_segmentation: jnp.ndarray | None = None,

@@ -75,8 +75,15 @@ class TokenEmbedding(nn.Module):
     return vectors * jnp.asarray(math.sqrt(cfg.d_model), cfg.jnp_dtype)
 
   def attend(self, x: jnp.ndarray) -> jnp.ndarray:
-    """[batch, length, d_model] -> logits [batch, length, vocab] = x @ embedding^T."""
-    return jnp.einsum("bld,vd->blv", x, jnp.asarray(self.embedding, self.config.jnp_dtype))
+    """[batch, length, d_model] -> logits [batch, length, vocab] = x @ embedding^T.
+
+    As one 2-D matmul: written as an einsum over [b, l, d], XLA lays the logits' gradient out
+    transposed for the embedding's gradient, a copy of all [b * l, vocab] of it (on CPU a
+    tenth of the train step; docs/performance.md).
+    """
+    table = jnp.asarray(self.embedding, self.config.jnp_dtype)
+    logits = x.reshape(-1, x.shape[-1]) @ table.T
+    return logits.reshape(*x.shape[:-1], table.shape[0])
 
 
 class AddPositions(nn.Module):

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from transformer.models.attention import MultiHeadAttention
 from transformer.models.config import ModelConfig
+from transformer.models.dropout import Dropout
 
 
 def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
@@ -53,7 +54,7 @@ class _Layer(nn.Module):
     norm = layer_norm(cfg, f"{name}_norm")
     pre = cfg.norm_placement == "pre"
     y = sublayer(norm(x).astype(cfg.jnp_dtype) if pre else x)
-    x = x + nn.Dropout(cfg.dropout_rate)(y, deterministic=cfg.deterministic)
+    x = x + Dropout(cfg.dropout_rate)(y, deterministic=cfg.deterministic)
     out = x if pre else norm(x)
     self.sow("intermediates", f"{name}_add_norm", out)
     return out.astype(cfg.jnp_dtype)

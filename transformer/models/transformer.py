@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from transformer.models.attention import make_attention_mask
 from transformer.models.config import ModelConfig
+from transformer.models.dropout import Dropout
 from transformer.models.embeddings import AddPositions, TokenEmbedding
 from transformer.models.layers import DecoderLayer, EncoderLayer, layer_norm
 from transformer.models.sequences import positions_or_default, segmentation_or_default, shift_right
@@ -74,7 +75,7 @@ class _Stack(nn.Module):
     x = AddPositions(cfg, name="positions")(self.embedding(tokens), positions)
     x = self.perturb("embedded", x)  # lets tests take gradients with respect to each position
     self.sow("intermediates", "embedded", x)
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=cfg.deterministic)
+    return Dropout(cfg.dropout_rate)(x, deterministic=cfg.deterministic)
 
   def final_norm(self, x: jnp.ndarray) -> jnp.ndarray:
     """LayerNorm on the stack's output for pre-LN (post-LN layers end normalized already)."""

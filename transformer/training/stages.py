@@ -51,7 +51,7 @@ from transformer.models.registry import ARCHITECTURES, architecture, build_model
 from transformer.models.reward import reward_model, score_at_eos
 from transformer.special_ids import PAD_ID
 from transformer.training import policy
-from transformer.training.losses import token_cross_entropy
+from transformer.training.losses import first_argmax, token_cross_entropy
 from transformer.training.policy import REFERENCE  # the frozen reference's key (dpo, policy)
 from transformer.training.policy_objectives import dpo_loss
 
@@ -150,7 +150,7 @@ def token_loss(model: nn.Module, label_smoothing: float) -> LossFn:
     logits = logits_fn(model, params, batch, rng)
     loss, nll = token_cross_entropy(logits, batch["targets"], label_smoothing)
     weights = target_weights(batch)
-    correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+    correct = (first_argmax(logits) == batch["targets"]).astype(jnp.float32)
     sums = {"loss": jnp.sum(loss * weights), "nll": jnp.sum(nll * weights),
             "correct": jnp.sum(correct * weights), "tokens": jnp.sum(weights)}
     return sums["loss"], sums
