@@ -25,9 +25,10 @@ step counters back to `length`.
 `model_logits_fn` builds it for a model of `build_model` (an architecture without
 `kv_cache` has only the uncached path):
 - cached (default): the flax 'cache' collection of the model's decode variant (the
-  Transformer's keys/values, the LSTM's recurrent state, the gated CNN's receptive field).
-  The encoder runs once; the first decode call creates the cache, projecting the
-  cross-attention keys/values once; each step then costs one token.
+  Transformer's keys/values, the LSTM's recurrent state, the gated CNN's receptive field),
+  flattened to {path: array}. The encoder runs once; the first decode call creates the
+  cache, projecting the cross-attention keys/values once; they stay out of the loop
+  state (`split_fixed`); each step then costs one token.
 - uncached (the reference for benchmarks): a token buffer [rows, max_decode_len]
   run through the whole decoder every step, reading the logits at the step's
   position (the prefix recomputed every step, at the buffer's fixed shape); its
@@ -39,6 +40,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 from jax import lax
 
 from transformer.models.config import ModelConfig
@@ -49,6 +51,7 @@ from transformer.special_ids import BOS_ID, PAD_ID
 Cache = Any
 LogitsFn = Callable[[jnp.ndarray, Cache], tuple[jnp.ndarray, Cache]]
 PrefillFn = Callable[[jnp.ndarray, jnp.ndarray, Cache], Cache]
+FIXED_MODULE = "cross_attention"  # `layers.DecoderLayer`'s cross-attention, cached once
 
 
 def step_prefill(logits_fn: LogitsFn) -> PrefillFn:
@@ -59,6 +62,23 @@ def step_prefill(logits_fn: LogitsFn) -> PrefillFn:
     return lax.fori_loop(0, length, step, cache)
 
   return prefill_fn
+
+
+def split_fixed(cache: Cache) -> tuple[dict[tuple[str, ...], jnp.ndarray], Cache]:
+  """Splits a model's 'cache' collection into the part no step changes and the rest.
+
+  The fixed part, the cross-attention keys/values (modules named 'cross_attention'), stays
+  out of the loops' state: the loops do not carry it through their iterations, and beam
+  search does not reorder it between beams (every beam of an example has the same encoder
+  output: gathering it cost a copy of every cross-attention key and value per step).
+
+  Returns:
+    (fixed: the flattened {path: array} of the cross-attention entries,
+     the rest: a flattened {path: array}, the state the loops carry).
+  """
+  flat = traverse_util.flatten_dict(cache)
+  fixed = {path: x for path, x in flat.items() if FIXED_MODULE in path}
+  return fixed, {path: x for path, x in flat.items() if FIXED_MODULE not in path}
 
 
 def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None, num_rows: int,
@@ -101,22 +121,30 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
     return model.apply({**variables, **extra}, *encoder_args, tokens, method="decode", **kwargs)
 
   if use_cache:
-    def cached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
-      logits, updated = decode({"cache": cache}, tokens, mutable=["cache"])
-      return logits[:, 0], updated["cache"]
-
-    def cached_prefill_fn(tokens: jnp.ndarray, length: jnp.ndarray, cache: Cache) -> Cache:
-      updated = decode({"cache": cache}, tokens, mutable=["cache"])[1]["cache"]
-      return jax.tree.map(lambda old, new: old + length if new.ndim == 0 else new,
-                          cache, updated)
-
     # Creating the cache runs the decoder once over a dummy full-length input; under jit
     # only the cross-attention key/value projections of it survive dead-code elimination.
     dummy = jnp.full((num_rows, max_decode_len), BOS_ID, jnp.int32)
+    fixed, initial = split_fixed(decode({}, dummy, mutable=["cache"])[1]["cache"])
+
+    def cached_decode(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
+      """Logits [rows, n, vocab] of n tokens and the updated cache (without the fixed part)."""
+      logits, updated = decode({"cache": traverse_util.unflatten_dict({**fixed, **cache})},
+                               tokens, mutable=["cache"])
+      return logits, split_fixed(updated["cache"])[1]
+
+    def cached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
+      logits, cache = cached_decode(tokens, cache)
+      return logits[:, 0], cache
+
+    def cached_prefill_fn(tokens: jnp.ndarray, length: jnp.ndarray, cache: Cache) -> Cache:
+      updated = cached_decode(tokens, cache)[1]
+      return jax.tree.map(lambda old, new: old + length if new.ndim == 0 else new,
+                          cache, updated)
+
     return (cached_logits_fn,
             cached_prefill_fn if prefill and model_class.prefill else step_prefill(
                 cached_logits_fn),
-            decode({}, dummy, mutable=["cache"])[1]["cache"])
+            initial)
 
   def uncached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
     buffer = cache["tokens"].at[:, cache["index"]].set(tokens[:, 0])
