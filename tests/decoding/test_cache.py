@@ -1,4 +1,7 @@
-"""Cached (and uncached) step-by-step decoding reproduces the full forward pass's logits."""
+"""Cached (and uncached) step-by-step decoding reproduces the full forward pass's logits; a
+prefill in one pass leaves the cache that feeding its tokens one per step leaves."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +44,7 @@ def test_step_logits_equal_full_forward(architecture, position_encoding, norm_pl
 
   @jax.jit
   def step_by_step(params, inputs, decoder_inputs):  # -> logits [batch, length, vocab]
-    logits_fn, cache = model_logits_fn(config, params, inputs, num_rows=2, max_decode_len=9,
+    logits_fn, _, cache = model_logits_fn(config, params, inputs, num_rows=2, max_decode_len=9,
                                        use_cache=use_cache)
     step = lambda cache, tokens: logits_fn(tokens[:, None], cache)[::-1]
     return jax.lax.scan(step, cache, decoder_inputs.T)[1].transpose(1, 0, 2)
@@ -50,3 +53,45 @@ def test_step_logits_equal_full_forward(architecture, position_encoding, norm_pl
   for t in range(targets.shape[1]):
     np.testing.assert_allclose(stepped[:, t], full[:, t], atol=1e-5, rtol=1e-5,
                                err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("architecture,position_encoding,use_cache", [
+    ("decoder_only", "sinusoidal", True),
+    ("decoder_only", "rope", True),
+    ("encoder_decoder", "learned", True),
+    ("decoder_only", "learned", False),
+])
+def test_prefill_leaves_the_step_by_step_cache(architecture, position_encoding, use_cache):
+  """Prefilling the first `length` of 6 tokens in one pass: the cache equals that of `length`
+  single-token steps where it was written (and in its counters), and the next step's logits
+  equal both the step-by-step ones and the full forward pass's (no cache)."""
+  config = tiny_config(architecture, position_encoding=position_encoding, num_decoder_layers=2)
+  params = init_params(config, seed=1)
+  rng = np.random.default_rng(1)
+  targets = jnp.asarray(rng.integers(4, config.vocab_size, (2, 7)), jnp.int32)
+  inputs = (jnp.asarray(rng.integers(4, config.vocab_size, (2, 5)), jnp.int32)
+            if architecture == "encoder_decoder" else None)
+  decoder_inputs = shift_right(targets, jnp.ones_like(targets))
+  length = 4
+
+  @functools.partial(jax.jit, static_argnames="prefill")
+  def prefilled(params, length, prefill):  # -> (cache, logits [batch, vocab] of the next step)
+    logits_fn, prefill_fn, cache = model_logits_fn(config, params, inputs, num_rows=2,
+                                                   max_decode_len=9, use_cache=use_cache,
+                                                   prefill=prefill)
+    cache = prefill_fn(decoder_inputs[:, :6], length, cache)
+    logits, _ = logits_fn(jax.lax.dynamic_slice_in_dim(decoder_inputs, length, 1, axis=1), cache)
+    return cache, logits
+
+  one_pass, one_pass_logits = prefilled(params, length, prefill=True)
+  stepped, stepped_logits = prefilled(params, length, prefill=False)
+  forward = jax.jit(build_model(config.eval()).apply)
+  full = (forward({"params": params}, inputs, targets) if inputs is not None
+          else forward({"params": params}, targets))
+  np.testing.assert_allclose(one_pass_logits, stepped_logits, atol=1e-5)
+  np.testing.assert_allclose(one_pass_logits, full[:, length], atol=1e-5)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(one_pass), jax.tree.leaves(stepped)):
+    name = jax.tree_util.keystr(path)
+    if a.ndim > 0 and "cross_attention" not in name:  # positions >= length may be stale
+      a, b = a[:, :length], b[:, :length]
+    np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)

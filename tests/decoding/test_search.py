@@ -105,10 +105,10 @@ def test_beam_score_equals_full_forward_score(architecture):
 
   @jax.jit
   def search(params):
-    logits_fn, cache = model_logits_fn(config, params, encoder_inputs, batch * beam_size,
-                                       prefixes.shape[1] + num_new)
+    logits_fn, prefill_fn, cache = model_logits_fn(config, params, encoder_inputs,
+                                                   batch * beam_size, prefixes.shape[1] + num_new)
     return beam_search(logits_fn, cache, prefixes, jnp.full(batch, num_new), num_new,
-                       beam_size, alpha)
+                       beam_size, alpha, prefill_fn)
 
   tokens, scores = search(params)
   forward = jax.jit(build_model(config.eval()).apply)

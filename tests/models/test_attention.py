@@ -41,3 +41,30 @@ def test_multi_head_attention_matches_numpy():
                              params["params"])
     valid = q_seg[b] > 0
     np.testing.assert_allclose(out[b][valid], expected[valid], atol=1e-5)
+
+
+def test_decode_cache_takes_several_tokens_per_call():
+  """Chunks of 3, 1 and 2 tokens through the cache give the full causal self-attention's outputs
+  (at the non-padding queries; padding attends to nothing, its output is meaningless)."""
+  cfg = ModelConfig(vocab_size=10, d_model=12, num_heads=3, max_len=8)
+  x = np.random.default_rng(2).normal(size=(2, 6, 12)).astype(np.float32)
+  segmentation = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+  full_mask = make_attention_mask(segmentation, segmentation, causal=True)
+  module = MultiHeadAttention(cfg.eval())
+  params = nn.meta.unbox(module.init(jax.random.PRNGKey(1), x, x, full_mask))
+  expected = np.asarray(module.apply(params, x, x, full_mask))
+
+  cached = MultiHeadAttention(cfg.decoding(), decode_cache="append")
+  blank = jnp.zeros((2, cfg.max_len, 12))
+  cache = cached.apply(params, blank, blank, None, mutable=["cache"])[1]["cache"]
+  outputs = []
+  for start, stop in ((0, 3), (3, 4), (4, 6)):
+    chunk, chunk_segmentation = x[:, start:stop], segmentation[:, start:stop]
+    mask = make_attention_mask(chunk_segmentation, chunk_segmentation, causal=True)
+    out, updated = cached.apply({**params, "cache": cache}, chunk, chunk, mask,
+                                mutable=["cache"])
+    cache = updated["cache"]
+    assert int(cache["cache_index"]) == stop
+    outputs.append(np.asarray(out))
+  valid = np.asarray(segmentation) > 0
+  np.testing.assert_allclose(np.concatenate(outputs, axis=1)[valid], expected[valid], atol=1e-5)

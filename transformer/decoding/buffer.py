@@ -8,13 +8,16 @@ Every loop decodes row by row into a buffer int [batch, 1 + prompt_len + num_new
 
 Step t feeds position t and chooses position t + 1. While t + 1 <= P_b the choice
 is forced to the prompt token and scores nothing, so prompts of different
-lengths share one loop and one cache (each prompt token costs one step).
-Prompts are right-padded with PAD; a row's prompt length is its number of
-non-PAD tokens.
+lengths share one loop and one cache. Steps 0 .. min_b P_b - 1 are forced in
+every row: `prefill_prompts` feeds their inputs in one `PrefillFn` call and the
+loop starts at step min_b P_b; each prompt token past the shortest prompt costs
+one step. Prompts are right-padded with PAD; a row's prompt length is its number
+of non-PAD tokens.
 """
 
 import jax.numpy as jnp
 
+from transformer.decoding.cache import Cache, PrefillFn
 from transformer.models.logprobs import next_token_logprobs
 from transformer.special_ids import BOS_ID, PAD_ID
 
@@ -33,6 +36,27 @@ def initial_buffer(prompts: jnp.ndarray, num_new: int) -> tuple[jnp.ndarray, jnp
   buffer = jnp.concatenate([jnp.full((batch, 1), BOS_ID, jnp.int32), prompts.astype(jnp.int32),
                             jnp.full((batch, num_new), PAD_ID, jnp.int32)], axis=1)
   return buffer, jnp.sum(prompts != PAD_ID, axis=1).astype(jnp.int32)
+
+
+def prefill_prompts(prefill_fn: PrefillFn, inputs: jnp.ndarray, prompt_lengths: jnp.ndarray,
+                    cache: Cache) -> tuple[jnp.ndarray, Cache]:
+  """Feeds the decoder inputs of the steps forced in every row, in one prefill call.
+
+  Args:
+    prefill_fn: the model's prefill function.
+    inputs: int [rows, prompt_len], each row's buffer positions 0 .. prompt_len - 1 (BOS and
+      all but the last prompt token); rows = batch * copies, example-major.
+    prompt_lengths: int [batch].
+    cache: the initial cache.
+
+  Returns:
+    (the loop's first step int []: the shortest prompt length, the cache after positions
+     0 .. that step - 1).
+  """
+  if inputs.shape[1] == 0:  # no decoder prefix (an encoder-decoder's prompts)
+    return jnp.int32(0), cache
+  start = jnp.min(prompt_lengths).astype(jnp.int32)
+  return start, prefill_fn(inputs, start, cache)
 
 
 def step_log_probs(logits: jnp.ndarray, forced_tokens: jnp.ndarray,

@@ -7,25 +7,41 @@ at a time through a `LogitsFn`:
 
 where `tokens` is each row's current decoder input and `cache` a pytree whose
 array leaves have `rows` as their leading axis (scalar leaves, such as the
-cache index, are shared by all rows). Beam search reorders rows by gathering
-every non-scalar leaf, so any state of this shape works; the tests pass
+cache index, are step counters shared by all rows). Beam search reorders rows by
+gathering every non-scalar leaf, so any state of this shape works; the tests pass
 hand-made tables.
+
+A loop first feeds the part of the prompts that every row has through a `PrefillFn`:
+
+    prefill_fn(tokens int [rows, n], length int [], cache) -> cache
+
+leaves the cache as `length` (<= n, traced) calls of logits_fn on tokens[:, 0], ...,
+tokens[:, length - 1] would, up to positions >= length, which may hold stale values
+that the steps from `length` on overwrite before reading them. `step_prefill` makes
+one of any LogitsFn (the reference: one call per token); `model_logits_fn` gives a
+model with `prefill` one pass over all n tokens (causal within them), then winds the
+step counters back to `length`.
 
 `model_logits_fn` builds it for a model of `build_model` (an architecture without
 `kv_cache` has only the uncached path):
 - cached (default): the flax 'cache' collection of the model's decode variant (the
-  Transformer's keys/values, the LSTM's recurrent state, the gated CNN's receptive field).
-  The encoder runs once; the first decode call creates the cache, projecting the
-  cross-attention keys/values once; each step then costs one token.
+  Transformer's keys/values, the LSTM's recurrent state, the gated CNN's receptive field),
+  flattened to {path: array}. The encoder runs once; the first decode call creates the
+  cache, projecting the cross-attention keys/values once; they stay out of the loop
+  state (`split_fixed`); each step then costs one token.
 - uncached (the reference for benchmarks): a token buffer [rows, max_decode_len]
   run through the whole decoder every step, reading the logits at the step's
-  position (the prefix recomputed every step, at the buffer's fixed shape).
+  position (the prefix recomputed every step, at the buffer's fixed shape); its
+  prefill only writes the buffer.
 """
 
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+from flax import traverse_util
+from jax import lax
 
 from transformer.models.config import ModelConfig
 from transformer.models.registry import architecture, build_model
@@ -35,11 +51,41 @@ from transformer.special_ids import BOS_ID, PAD_ID
 
 Cache = Any
 LogitsFn = Callable[[jnp.ndarray, Cache], tuple[jnp.ndarray, Cache]]
+PrefillFn = Callable[[jnp.ndarray, jnp.ndarray, Cache], Cache]
+FIXED_MODULE = "cross_attention"  # `layers.DecoderLayer`'s cross-attention, cached once
+
+
+def step_prefill(logits_fn: LogitsFn) -> PrefillFn:
+  """The PrefillFn that feeds the tokens one per call of logits_fn (a traced-length loop)."""
+
+  def prefill_fn(tokens: jnp.ndarray, length: jnp.ndarray, cache: Cache) -> Cache:
+    step = lambda i, cache: logits_fn(lax.dynamic_slice_in_dim(tokens, i, 1, axis=1), cache)[1]
+    return lax.fori_loop(0, length, step, cache)
+
+  return prefill_fn
+
+
+def split_fixed(cache: Cache) -> tuple[dict[tuple[str, ...], jnp.ndarray], Cache]:
+  """Splits a model's 'cache' collection into the part no step changes and the rest.
+
+  The fixed part, the cross-attention keys/values (modules named 'cross_attention'), stays
+  out of the loops' state: the loops do not carry it through their iterations, and beam
+  search does not reorder it between beams (every beam of an example has the same encoder
+  output: gathering it cost a copy of every cross-attention key and value per step).
+
+  Returns:
+    (fixed: the flattened {path: array} of the cross-attention entries,
+     the rest: a flattened {path: array}, the state the loops carry).
+  """
+  flat = traverse_util.flatten_dict(cache)
+  fixed = {path: x for path, x in flat.items() if FIXED_MODULE in path}
+  return fixed, {path: x for path, x in flat.items() if FIXED_MODULE not in path}
 
 
 def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None, num_rows: int,
-                    max_decode_len: int, use_cache: bool = True) -> tuple[LogitsFn, Cache]:
-  """The next-token function of a Transformer and its initial cache.
+                    max_decode_len: int, use_cache: bool = True,
+                    prefill: bool = True) -> tuple[LogitsFn, PrefillFn, Cache]:
+  """The next-token function of a Transformer, its prefill function and its initial cache.
 
   Args:
     config: the model config (any variant; the decode/eval variants are derived here).
@@ -50,14 +96,17 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
       sampling), example-major: row = example * copies + copy.
     max_decode_len: decoder positions the cache holds (BOS + prompt + new tokens).
     use_cache: False gives the uncached reference that recomputes the prefix every step.
+    prefill: False gives `step_prefill` (the prompt one token per step, the reference) even
+      where the architecture can prefill in one pass.
 
   Returns:
-    (logits_fn, cache): see the module docstring.
+    (logits_fn, prefill_fn, cache): see the module docstring.
   """
+  model_class = architecture(config.architecture)
   model = build_model(config.decoding() if use_cache else config.eval())
   variables = {"params": params}
   encoder_args: tuple[jnp.ndarray, ...] = ()
-  if architecture(config.architecture).has_encoder:
+  if model_class.has_encoder:
     if inputs is None:
       raise ValueError("an encoder-decoder model needs encoder inputs")
     segmentation = segmentation_or_default(inputs, None)
@@ -78,20 +127,42 @@ def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None
     def unrolled(cache: Cache) -> Cache:
       return convert_layout(cache, config, config.scan_layers, False)
 
-    def cached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
-      model_cache = convert_layout(cache, config, False, config.scan_layers)
-      logits, updated = decode({"cache": model_cache}, tokens, mutable=["cache"])
-      return logits[:, 0], unrolled(updated["cache"])
-
     # Creating the cache runs the decoder once over a dummy full-length input; under jit
     # only the cross-attention key/value projections of it survive dead-code elimination.
     dummy = jnp.full((num_rows, max_decode_len), BOS_ID, jnp.int32)
-    return cached_logits_fn, unrolled(decode({}, dummy, mutable=["cache"])[1]["cache"])
+    fixed, initial = split_fixed(unrolled(decode({}, dummy, mutable=["cache"])[1]["cache"]))
+
+    def cached_decode(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
+      """Logits [rows, n, vocab] of n tokens and the updated cache (without the fixed part)."""
+      whole = traverse_util.unflatten_dict({**fixed, **cache})
+      logits, updated = decode({"cache": convert_layout(whole, config, False, config.scan_layers)},
+                               tokens, mutable=["cache"])
+      return logits, split_fixed(unrolled(updated["cache"]))[1]
+
+    def cached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
+      logits, cache = cached_decode(tokens, cache)
+      return logits[:, 0], cache
+
+    def cached_prefill_fn(tokens: jnp.ndarray, length: jnp.ndarray, cache: Cache) -> Cache:
+      updated = cached_decode(tokens, cache)[1]
+      return jax.tree.map(lambda old, new: old + length if new.ndim == 0 else new,
+                          cache, updated)
+
+    return (cached_logits_fn,
+            cached_prefill_fn if prefill and model_class.prefill else step_prefill(
+                cached_logits_fn),
+            initial)
 
   def uncached_logits_fn(tokens: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, Cache]:
     buffer = cache["tokens"].at[:, cache["index"]].set(tokens[:, 0])
     logits = decode({}, buffer)[:, cache["index"]]
     return logits, {"tokens": buffer, "index": cache["index"] + 1}
 
-  return uncached_logits_fn, {"tokens": jnp.full((num_rows, max_decode_len), PAD_ID, jnp.int32),
-                              "index": jnp.zeros((), jnp.int32)}
+  def uncached_prefill_fn(tokens: jnp.ndarray, length: jnp.ndarray, cache: Cache) -> Cache:
+    buffer = lax.dynamic_update_slice_in_dim(cache["tokens"], tokens, cache["index"], axis=1)
+    return {"tokens": buffer, "index": cache["index"] + length}
+
+  return (uncached_logits_fn,
+          uncached_prefill_fn if prefill else step_prefill(uncached_logits_fn),
+          {"tokens": jnp.full((num_rows, max_decode_len), PAD_ID, jnp.int32),
+           "index": jnp.zeros((), jnp.int32)})

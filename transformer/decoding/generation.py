@@ -49,7 +49,7 @@ def num_new_tokens(config: ModelConfig, prompt_len: int, max_new_tokens: int | N
 def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: str = "greedy",
              max_new_tokens: int | None = None, beam_size: int = 4, alpha: float = 0.6,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             rng: jax.Array | None = None, use_cache: bool = True,
+             rng: jax.Array | None = None, use_cache: bool = True, prefill: bool = True,
              with_log_probs: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
   """Continues (decoder-only) or transduces (encoder-decoder) a batch of prompts.
 
@@ -68,6 +68,8 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     rng: PRNG key ('sample'); the same key gives the same samples.
     use_cache: False recomputes the whole prefix every step (a reference for benchmarks). An
       architecture without `kv_cache` always takes this path.
+    prefill: False feeds the prompt one token per step (the reference for tests and
+      benchmarks) instead of in one pass (see `cache.py`).
     with_log_probs: also return each new token's log-probability ('greedy', 'sample').
 
   Returns:
@@ -106,16 +108,16 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
                    jnp.float32(top_p), method=method, num_new=num_new,
                    limited=max_new_tokens is not None,
                    beam_size=beam_size if method == "beam" else 1,
-                   use_cache=use_cache and model_class.kv_cache)
+                   use_cache=use_cache and model_class.kv_cache, prefill=prefill)
   return outputs if with_log_probs or method == "beam" else outputs[0]
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(
-    "method", "num_new", "limited", "beam_size", "use_cache"))
+    "method", "num_new", "limited", "beam_size", "use_cache", "prefill"))
 def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.Array,
               alpha: jnp.ndarray, temperature: jnp.ndarray, top_k: jnp.ndarray,
               top_p: jnp.ndarray, *, method: str, num_new: int, limited: bool, beam_size: int,
-              use_cache: bool) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+              use_cache: bool, prefill: bool) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
   """The jit-compiled body of `generate` (arguments validated there): beam search's tokens,
   or (tokens, log-probabilities) of greedy decoding and sampling."""
   batch = prompts.shape[0]
@@ -126,13 +128,14 @@ def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.A
     encoder_inputs, prefixes = prompts, jnp.zeros((batch, 0), jnp.int32)
   else:
     encoder_inputs, prefixes = None, prompts
-  logits_fn, cache = model_logits_fn(config, params, encoder_inputs, batch * beam_size,
-                                     max_decode_len=prefixes.shape[1] + num_new,
-                                     use_cache=use_cache)
+  logits_fn, prefill_fn, cache = model_logits_fn(
+      config, params, encoder_inputs, batch * beam_size,
+      max_decode_len=prefixes.shape[1] + num_new, use_cache=use_cache, prefill=prefill)
   if method == "beam":
-    return beam_search(logits_fn, cache, prefixes, max_new, num_new, beam_size, alpha)[0]
+    return beam_search(logits_fn, cache, prefixes, max_new, num_new, beam_size, alpha,
+                       prefill_fn)[0]
   choose = greedy if method == "greedy" else sampler(temperature, top_k, top_p)
-  return decode_loop(logits_fn, cache, prefixes, max_new, num_new, choose, rng)
+  return decode_loop(logits_fn, cache, prefixes, max_new, num_new, choose, rng, prefill_fn)
 
 
 def generate_texts(config: ModelConfig, params: Any, tokenizer: Tokenizer, texts: Sequence[str],

@@ -1,7 +1,8 @@
 """Greedy decoding and sampling (temperature, top-k, top-p): one hypothesis per row.
 
-Both run `decode_loop`, a jit-compatible `lax.while_loop` that feeds one token per
-step through a `LogitsFn` (see `cache.py`) and lets a `Chooser` pick the next
+Both run `decode_loop`: a `PrefillFn` feeds the prompt positions every row has in one
+pass, then a jit-compatible `lax.while_loop` feeds one token per step through a
+`LogitsFn` (see `cache.py`) and lets a `Chooser` pick the next
 token from the step's log-probabilities: `greedy` takes the argmax, `sampler`
 draws from the temperature-scaled distribution restricted to the top k tokens
 and to the nucleus (top p). A row stops at EOS or after its own limit of new
@@ -17,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from transformer.decoding.buffer import initial_buffer, new_tokens, step_log_probs
-from transformer.decoding.cache import Cache, LogitsFn
+from transformer.decoding.buffer import initial_buffer, new_tokens, prefill_prompts, step_log_probs
+from transformer.decoding.cache import Cache, LogitsFn, PrefillFn, step_prefill
 from transformer.special_ids import EOS_ID, PAD_ID
 
 Chooser = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]  # (log_probs [n, vocab], rng) -> [n]
@@ -71,8 +72,8 @@ def sampler(temperature: float | jnp.ndarray, top_k: int | jnp.ndarray,
 
 
 def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new: jnp.ndarray,
-                num_new: int, choose: Chooser,
-                rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+                num_new: int, choose: Chooser, rng: jax.Array,
+                prefill_fn: PrefillFn | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Decodes one hypothesis per row.
 
   Args:
@@ -83,6 +84,8 @@ def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new
     num_new: static width of the output.
     choose: picks the next token from the step's log-probabilities.
     rng: key; step t uses fold_in(rng, t).
+    prefill_fn: feeds the inputs of the steps forced in every row before the loop (see
+      `buffer.prefill_prompts`); default `step_prefill(logits_fn)`, one call per token.
 
   Returns:
     (int [batch, num_new]: new tokens, EOS included where generated, then PAD;
@@ -93,6 +96,8 @@ def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new
   """
   buffer, prompt_lengths = initial_buffer(prompts, num_new)
   num_steps = prompts.shape[1] + num_new
+  start, cache = prefill_prompts(prefill_fn or step_prefill(logits_fn),
+                                 buffer[:, :prompts.shape[1]], prompt_lengths, cache)
 
   def not_finished(state: tuple) -> jnp.ndarray:
     step, _, _, _, done = state
@@ -114,6 +119,6 @@ def decode_loop(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new
   done = jnp.zeros(prompts.shape[0], bool)
   scores = jnp.zeros(buffer.shape, jnp.float32)
   _, buffer, scores, _, _ = lax.while_loop(not_finished, step_fn,
-                                           (jnp.int32(0), buffer, scores, cache, done))
+                                           (start, buffer, scores, cache, done))
   return (new_tokens(buffer, prompt_lengths, num_new),
           new_tokens(scores, prompt_lengths, num_new))

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from transformer.decoding.buffer import initial_buffer, new_tokens, step_log_probs
-from transformer.decoding.cache import Cache, LogitsFn
+from transformer.decoding.buffer import initial_buffer, new_tokens, prefill_prompts, step_log_probs
+from transformer.decoding.cache import Cache, LogitsFn, PrefillFn, step_prefill
 from transformer.special_ids import EOS_ID
 
 
@@ -44,8 +44,8 @@ def gather_beams(cache: Cache, beams: jnp.ndarray) -> Cache:
 
 
 def beam_search(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new: jnp.ndarray,
-                num_new: int, beam_size: int,
-                alpha: float | jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+                num_new: int, beam_size: int, alpha: float | jnp.ndarray,
+                prefill_fn: PrefillFn | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """The best hypothesis of each example under the length-penalised score.
 
   Args:
@@ -56,6 +56,8 @@ def beam_search(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new
     num_new: static width of the output.
     beam_size: hypotheses kept per example.
     alpha: length penalty exponent (0: plain log-probability).
+    prefill_fn: feeds the inputs of the steps forced in every row before the search (see
+      `buffer.prefill_prompts`); default `step_prefill(logits_fn)`, one call per token.
 
   Returns:
     (tokens int [batch, num_new]: new tokens, EOS included where generated, then PAD;
@@ -100,8 +102,11 @@ def beam_search(logits_fn: LogitsFn, cache: Cache, prompts: jnp.ndarray, max_new
     return (step + 1, alive, alive_lp, finished, finished_scores, num_finished, cache, done)
 
   alive = jnp.repeat(buffer[:, None], k, axis=1)  # [batch, k, T]
+  start, cache = prefill_prompts(prefill_fn or step_prefill(logits_fn),
+                                 alive[:, :, :prompts.shape[1]].reshape(batch * k, -1),
+                                 prompt_lengths, cache)
   alive_lp = jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf) * jnp.ones((batch, 1))
-  state = (jnp.int32(0), alive, alive_lp, alive, jnp.full((batch, k), -jnp.inf),
+  state = (start, alive, alive_lp, alive, jnp.full((batch, k), -jnp.inf),
            jnp.zeros(batch, jnp.int32), cache, jnp.zeros(batch, bool))
   state = lax.while_loop(not_finished, step_fn, state)
   finished, finished_scores = state[3], state[4]

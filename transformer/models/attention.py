@@ -196,16 +196,23 @@ class MultiHeadAttention(nn.Module):
 
   def _append_to_cache(self, key: jnp.ndarray, value: jnp.ndarray, mask: jnp.ndarray | None
                        ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray | None]:
-    """Decode-mode self-attention: stores this step's key and value, returns the whole cache.
+    """Decode-mode self-attention: stores this call's keys and values, returns the whole cache.
 
     The first call creates zero cached_key / cached_value shaped like its key and
     value, [batch, max_decode_len, heads, d_k], and returns its inputs unchanged.
-    Every later call takes key and value [batch, 1, heads, d_k] of one new token,
-    writes them at cache_index and advances it.
+    Every later call takes key and value [batch, n, heads, d_k] of n new tokens (one
+    decoding step, or a prompt prefilled at once), writes them at cache_index ..
+    cache_index + n - 1 and advances cache_index by n.
+
+    Args:
+      key, value: [batch, n, heads, d_k] of the new tokens.
+      mask: bool [batch, 1, n, n], the causal mask within the new tokens, or None.
 
     Returns:
       (keys [batch, max_decode_len, heads, d_k], values [batch, max_decode_len, heads, d_v],
-       mask bool [batch, 1, 1, max_decode_len]: the given mask and positions <= cache_index).
+       mask bool [batch, 1, n, max_decode_len]: new token i (at cache_index + i) sees the
+       cached positions before cache_index, unless `mask` lets it see nothing (padding), and
+       the new tokens as `mask` allows; never a position after its own).
     """
     initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
@@ -213,11 +220,14 @@ class MultiHeadAttention(nn.Module):
     cache_index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
     if not initialized:
       return key, value, mask
-    if key.shape[1] != 1:
-      raise ValueError(f"decode mode takes one token per call, got {key.shape[1]}")
-    index = cache_index.value
+    index, num_new, max_len = cache_index.value, key.shape[1], cached_key.value.shape[1]
     cached_key.value = lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
     cached_value.value = lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
-    cache_index.value = index + 1
-    written = (jnp.arange(cached_key.value.shape[1]) <= index)[None, None, None, :]
-    return cached_key.value, cached_value.value, written if mask is None else mask & written
+    cache_index.value = index + num_new
+    causal = jnp.arange(max_len)[None, :] <= index + jnp.arange(num_new)[:, None]  # [n, max_len]
+    if mask is None:
+      return cached_key.value, cached_value.value, causal[None, None]
+    attends = jnp.any(mask, axis=-1, keepdims=True)  # [batch, 1, n, 1]: False for padding
+    full = lax.dynamic_update_slice(jnp.broadcast_to(attends, mask.shape[:3] + (max_len,)), mask,
+                                    (0, 0, 0, index))
+    return cached_key.value, cached_value.value, full & causal

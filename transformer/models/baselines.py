@@ -207,6 +207,7 @@ class _BaselineLM(nn.Module):
   config: ModelConfig
   has_encoder: ClassVar[bool] = False
   kv_cache: ClassVar[bool] = True
+  prefill: ClassVar[bool] = False
 
   @staticmethod
   def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:

@@ -8,6 +8,8 @@ Every architecture class carries what the rest of the code needs to know about i
   kv_cache       decoding can run one token per step against a 'cache' collection
                  (`config.decode`: keys/values, or the LSTM's state, or the gated CNN's
                  receptive field); else decoding recomputes the prefix every step;
+  prefill        with kv_cache: one decode-mode call can take several tokens (a prompt is
+                 prefilled in one pass); else the prompt is fed one token per step;
   batch_args     the positional `__call__` arguments taken from a data batch;
   forward_macs   matmul multiply-adds of one forward pass over one example (FLOPs and MFU);
   encoder_macs   with an encoder: the encoder's share of forward_macs (run once for the K
@@ -33,6 +35,7 @@ class Architecture(Protocol):
 
   has_encoder: ClassVar[bool]
   kv_cache: ClassVar[bool]
+  prefill: ClassVar[bool]
 
   def __call__(self, *args: Any) -> jnp.ndarray: ...
 

@@ -12,9 +12,9 @@ Sequences may be packed: `*_segmentation` ids (1, 2, ... per example, 0 = paddin
 examples from attending to each other, `*_position` restarts at 0 for each example.
 Without them, padding is wherever the token is PAD_ID and positions are 0..length-1.
 
-With `config.decode` the decoder runs one token per call against a 'cache'
-collection (keys/values per layer, see `attention.py`, and the step counter
-that gives the token's position); `transformer.decoding` drives it.
+With `config.decode` the decoder runs the next token (or the next n tokens, to prefill a
+prompt) per call against a 'cache' collection (keys/values per layer, see `attention.py`,
+and the step counter that gives the tokens' positions); `transformer.decoding` drives it.
 
 The N layers of a stack are modules 'layer_0' .. 'layer_<N-1>', or with `config.scan_layers`
 one module 'layers' run by `nn.scan`, its params stacked [N, ...] (`_Stack.layers`;
@@ -143,20 +143,22 @@ class Decoder(_Stack):
     return logits.astype(jnp.float32)
 
   def decode_positions(self, positions: jnp.ndarray) -> jnp.ndarray:
-    """Decode mode: the position of this step's token, counted in the 'cache' collection.
+    """Decode mode: the positions of this call's n tokens, counted in the 'cache' collection.
 
     Args:
-      positions: int [batch, 1]; used as is by the first call (which creates the cache).
+      positions: int [batch, n]; used as is by the first call (which creates the cache).
 
     Returns:
-      int [batch, 1]: the number of tokens decoded before this one.
+      int [batch, n]: p, p + 1, ..., p + n - 1, where p tokens were decoded before this call.
     """
     initialized = self.has_variable("cache", "position")
     step = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
     if not initialized:
       return positions
-    step.value = step.value + 1
-    return jnp.full(positions.shape, step.value - 1, jnp.int32)
+    start = step.value
+    step.value = start + positions.shape[1]
+    return jnp.broadcast_to(start + jnp.arange(positions.shape[1], dtype=jnp.int32),
+                            positions.shape)
 
 
 def decoder_macs(cfg: ModelConfig, inputs_len: int, targets_len: int) -> int:
@@ -182,6 +184,7 @@ class EncoderDecoder(nn.Module):
   config: ModelConfig
   has_encoder: ClassVar[bool] = True
   kv_cache: ClassVar[bool] = True
+  prefill: ClassVar[bool] = True
 
   @staticmethod
   def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:
@@ -224,8 +227,9 @@ class EncoderDecoder(nn.Module):
              return_hidden: bool = False) -> jnp.ndarray:
     """Logits [batch, target_len, vocab] for already shifted decoder input tokens.
 
-    With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
-    reading and updating the 'cache' collection (pass it as mutable).
+    With config.decode: the next n tokens, decoder_input_tokens [batch, n] -> logits
+    [batch, n, vocab] (n = 1 per step, more to prefill a prompt), reading and updating the
+    'cache' collection (pass it as mutable).
     """
     return self.decoder(
         decoder_input_tokens,
@@ -266,6 +270,7 @@ class DecoderOnly(nn.Module):
   config: ModelConfig
   has_encoder: ClassVar[bool] = False
   kv_cache: ClassVar[bool] = True
+  prefill: ClassVar[bool] = True
 
   @staticmethod
   def batch_args(batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray | None, ...]:
@@ -288,8 +293,9 @@ class DecoderOnly(nn.Module):
     """Logits [batch, length, vocab] for already shifted decoder input tokens (BOS first).
 
     return_hidden: the final hidden states [batch, length, d_model] instead.
-    With config.decode: one step, decoder_input_tokens [batch, 1] -> logits [batch, 1, vocab],
-    reading and updating the 'cache' collection (pass it as mutable).
+    With config.decode: the next n tokens, decoder_input_tokens [batch, n] -> logits
+    [batch, n, vocab] (n = 1 per step, more to prefill a prompt), reading and updating the
+    'cache' collection (pass it as mutable).
     """
     return self.decoder(decoder_input_tokens,
                         segmentation_or_default(decoder_input_tokens, targets_segmentation),
