@@ -1,7 +1,7 @@
 """Decoding throughput: cached greedy, sampling, beam 4 and uncached greedy; the peer; prefill.
 
   python -m benchmarks.decode                 # the reference setting, a few minutes on 2 CPU cores
-  python -m benchmarks.decode --peer_models=/work/shared/peers/flax_wmt/models.py
+  python -m benchmarks.decode --peer_models=PATH        # and the Flax WMT example's decoder
   python -m benchmarks.decode --d_model=512 --num_layers=6 --batch_size=32   # the base model
   python -m benchmarks.decode --architecture=lstm --prefill_len=0   # the LSTM's state vs recompute
 
