@@ -63,6 +63,8 @@ _VOCAB = flags.DEFINE_integer("vocab_size", 8192, "Vocabulary size.")
 _LENGTH = flags.DEFINE_integer("length", 128, "Input and target tokens per example.")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Examples per step.")
 _DROPOUT = flags.DEFINE_float("dropout", 0.1, "Residual and attention dropout.")
+_SCAN = flags.DEFINE_bool("scan_layers", False, "Layers under nn.scan (ModelConfig.scan_layers).")
+_REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "ModelConfig.remat.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per round.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compiling.")
@@ -89,7 +91,8 @@ def reference_model(**overrides: Any) -> ModelConfig:
   fields = dict(vocab_size=_VOCAB.value, d_model=_D_MODEL.value, num_heads=_HEADS.value,
                 d_ff=_D_FF.value, num_encoder_layers=_LAYERS.value,
                 num_decoder_layers=_LAYERS.value, dropout_rate=_DROPOUT.value,
-                attention_dropout_rate=_DROPOUT.value, max_len=_LENGTH.value, dtype=_DTYPE.value)
+                attention_dropout_rate=_DROPOUT.value, max_len=_LENGTH.value, dtype=_DTYPE.value,
+                scan_layers=_SCAN.value, remat=_REMAT.value)
   return ModelConfig(**{**fields, **overrides})
 
 
