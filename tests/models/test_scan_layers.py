@@ -81,27 +81,29 @@ def test_conversion_names_a_wrong_layout():
   assert convert_layout(unrolled, cfg, False, False) == unrolled
 
 
+def unrolled_and_scanned(make_model, cfg, seed, **apply_kwargs):
+  """(output of make_model(cfg), output of its scanned variant with the same params stacked)."""
+  params = init(make_model(cfg), seed=seed)
+  args = make_model(cfg).batch_args(batch())
+  expected = make_model(cfg).apply({"params": params}, *args, **apply_kwargs)
+  got = make_model(scanned(cfg)).apply({"params": stack_layers(params, cfg)}, *args,
+                                       **apply_kwargs)
+  return expected, got
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("norm_placement", ["post", "pre"])
 def test_scanned_logits_equal_unrolled(architecture, norm_placement):
   cfg = tiny(architecture, norm_placement=norm_placement).eval()
-  params = init(build_model(cfg), seed=1)
-  model = build_model(cfg)
-  args = model.batch_args(batch())
-  expected = jax.jit(model.apply)({"params": params}, *args)
-  got = jax.jit(build_model(scanned(cfg)).apply)({"params": stack_layers(params, cfg)}, *args)
+  expected, got = unrolled_and_scanned(build_model, cfg, seed=1)
   np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_scanned_intermediates_are_the_unrolled_ones_stacked(architecture):
   cfg = tiny(architecture).eval()
-  params = init(build_model(cfg), seed=2)
-  model = build_model(cfg)
-  args = model.batch_args(batch())
-  _, expected = model.apply({"params": params}, *args, mutable=["intermediates"])
-  _, got = build_model(scanned(cfg)).apply({"params": stack_layers(params, cfg)}, *args,
-                                           mutable=["intermediates"])
+  (_, expected), (_, got) = unrolled_and_scanned(build_model, cfg, seed=2,
+                                                 mutable=["intermediates"])
   got = unstack_layers(got["intermediates"], cfg)
   assert jax.tree.structure(got) == jax.tree.structure(expected["intermediates"])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got,
@@ -110,12 +112,7 @@ def test_scanned_intermediates_are_the_unrolled_ones_stacked(architecture):
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_scanned_reward_model_equals_unrolled(architecture):
-  cfg = tiny(architecture).eval()
-  params = init(reward_model(cfg), seed=3)
-  model = reward_model(cfg)
-  args = model.batch_args(batch())
-  expected = model.apply({"params": params}, *args)
-  got = reward_model(scanned(cfg)).apply({"params": stack_layers(params, cfg)}, *args)
+  expected, got = unrolled_and_scanned(reward_model, tiny(architecture).eval(), seed=3)
   np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-6)
 
 
@@ -132,8 +129,8 @@ def test_scanned_cached_decoding_equals_unrolled_forward(architecture):
 
   @jax.jit
   def step_by_step(params):  # -> logits [batch, length, vocab]
-    logits_fn, cache = model_logits_fn(scanned(cfg), params, inputs, num_rows=2,
-                                       max_decode_len=9)
+    logits_fn, _, cache = model_logits_fn(scanned(cfg), params, inputs, num_rows=2,
+                                          max_decode_len=9)
     step = lambda cache, tokens: logits_fn(tokens[:, None], cache)[::-1]  # noqa: E731
     decoder_inputs = shift_right(targets, jnp.ones_like(targets))
     return jax.lax.scan(step, cache, decoder_inputs.T)[1].transpose(1, 0, 2)
