@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from transformer.models.config import ModelConfig
-from transformer.models.logprobs import joined_sequences, next_token_logprobs, sequence_logprobs
+from transformer.models.logprobs import (
+  first_argmax,
+  joined_sequences,
+  next_token_logprobs,
+  sequence_logprobs,
+)
 from transformer.models.registry import build_model
 from transformer.special_ids import EOS_ID, PAD_ID
 from transformer.training.state import init_params
@@ -80,3 +85,9 @@ def test_sequence_logprobs_equal_numpy_on_each_row_alone(architecture, extra_pad
     np.testing.assert_allclose(per_token[row, :len(response)], expected, atol=1e-5)
     np.testing.assert_array_equal(per_token[row, len(response):], 0.0)
     np.testing.assert_allclose(total[row], expected.sum(), atol=1e-5)
+
+
+def test_first_argmax_is_argmax_ties_included():
+  rng = np.random.default_rng(3)
+  logits = rng.integers(0, 3, size=(5, 6, 7)).astype(np.float32)  # many ties
+  np.testing.assert_array_equal(first_argmax(jnp.asarray(logits)), np.argmax(logits, -1))

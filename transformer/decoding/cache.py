@@ -27,8 +27,8 @@ step counters back to `length`.
 - cached (default): the flax 'cache' collection of the model's decode variant (the
   Transformer's keys/values, the LSTM's recurrent state, the gated CNN's receptive field),
   flattened to {path: array}. The encoder runs once; the first decode call creates the
-  cache, projecting the cross-attention keys/values once; they stay out of the loop
-  state (`split_fixed`); each step then costs one token.
+  cache, projecting the cross-attention keys/values and transposing the output table
+  once; they stay out of the loop state (`split_fixed`); each step then costs one token.
 - uncached (the reference for benchmarks): a token buffer [rows, max_decode_len]
   run through the whole decoder every step, reading the logits at the step's
   position (the prefix recomputed every step, at the buffer's fixed shape); its
@@ -44,6 +44,7 @@ from flax import traverse_util
 from jax import lax
 
 from transformer.models.config import ModelConfig
+from transformer.models.embeddings import OUTPUT_TABLE
 from transformer.models.registry import architecture, build_model
 from transformer.models.scan_conversion import convert_layout
 from transformer.models.sequences import segmentation_or_default
@@ -52,7 +53,9 @@ from transformer.special_ids import BOS_ID, PAD_ID
 Cache = Any
 LogitsFn = Callable[[jnp.ndarray, Cache], tuple[jnp.ndarray, Cache]]
 PrefillFn = Callable[[jnp.ndarray, jnp.ndarray, Cache], Cache]
-FIXED_MODULE = "cross_attention"  # `layers.DecoderLayer`'s cross-attention, cached once
+# The cache entries no step changes: `layers.DecoderLayer`'s cross-attention keys/values and
+# the transposed output table of `embeddings.TokenEmbedding`.
+FIXED_NAMES = ("cross_attention", OUTPUT_TABLE)
 
 
 def step_prefill(logits_fn: LogitsFn) -> PrefillFn:
@@ -68,18 +71,20 @@ def step_prefill(logits_fn: LogitsFn) -> PrefillFn:
 def split_fixed(cache: Cache) -> tuple[dict[tuple[str, ...], jnp.ndarray], Cache]:
   """Splits a model's 'cache' collection into the part no step changes and the rest.
 
-  The fixed part, the cross-attention keys/values (modules named 'cross_attention'), stays
-  out of the loops' state: the loops do not carry it through their iterations, and beam
-  search does not reorder it between beams (every beam of an example has the same encoder
-  output: gathering it cost a copy of every cross-attention key and value per step).
+  The fixed part, the cross-attention keys/values (modules named 'cross_attention') and the
+  transposed output table (`OUTPUT_TABLE`), stays out of the loops' state: the loops do not
+  carry it through their iterations, and beam search does not reorder it between beams (every
+  beam of an example has the same encoder output: gathering it cost a copy of every
+  cross-attention key and value per step).
 
   Returns:
-    (fixed: the flattened {path: array} of the cross-attention entries,
+    (fixed: the flattened {path: array} of the entries named in `FIXED_NAMES`,
      the rest: a flattened {path: array}, the state the loops carry).
   """
   flat = traverse_util.flatten_dict(cache)
-  fixed = {path: x for path, x in flat.items() if FIXED_MODULE in path}
-  return fixed, {path: x for path, x in flat.items() if FIXED_MODULE not in path}
+  is_fixed = lambda path: any(name in path for name in FIXED_NAMES)
+  fixed = {path: x for path, x in flat.items() if is_fixed(path)}
+  return fixed, {path: x for path, x in flat.items() if not is_fixed(path)}
 
 
 def model_logits_fn(config: ModelConfig, params: Any, inputs: jnp.ndarray | None, num_rows: int,

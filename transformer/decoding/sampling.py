@@ -20,6 +20,7 @@ from jax import lax
 
 from transformer.decoding.buffer import initial_buffer, new_tokens, prefill_prompts, step_log_probs
 from transformer.decoding.cache import Cache, LogitsFn, PrefillFn, step_prefill
+from transformer.models.logprobs import first_argmax
 from transformer.special_ids import EOS_ID, PAD_ID
 
 Chooser = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]  # (log_probs [n, vocab], rng) -> [n]
@@ -28,7 +29,7 @@ Chooser = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]  # (log_probs [n, voca
 def greedy(log_probs: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
   """The most likely token of each row: [n, vocab] -> int [n] (rng unused)."""
   del rng
-  return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+  return first_argmax(log_probs)
 
 
 def top_k_filter(logits: jnp.ndarray, k: int | jnp.ndarray) -> jnp.ndarray:

@@ -17,11 +17,15 @@ collection, following flax's attention: a first call with the full decode
 length creates the cache (see `transformer.decoding.cache`), then each call
 processes one new token.
 - decoder self-attention (`decode_cache='append'`): cached_key / cached_value
-  [batch, max_decode_len, heads, d_k] and cache_index; each step writes its key
+  [batch, heads, d_k, max_decode_len] and cache_index; each step writes its key
   and value at cache_index and attends to positions <= cache_index.
 - cross-attention (`decode_cache='fixed'`): cached_key / cached_value
-  [batch, input_len, heads, d_k], projected from the encoder output once, when
+  [batch, heads, d_k, input_len], projected from the encoder output once, when
   the cache is created, and reused by every step.
+Cached keys and values are stored heads-major with the length last, the layout the
+two attention products read them in: stored [batch, length, heads, d_k], XLA on CPU
+copied every layer's cache into that layout at every step, 45% of a decoding step
+(docs/performance.md).
 """
 
 import math
@@ -102,13 +106,19 @@ def project(x: jnp.ndarray, params: list[tuple[jnp.ndarray, jnp.ndarray]],
   return jnp.split(y, len(params), axis=2)
 
 
+def heads_major(x: jnp.ndarray) -> jnp.ndarray:
+  """Keys or values [batch, length, heads, d] -> [batch, heads, d, length], the layout
+  `attention_weights` and `MultiHeadAttention`'s weighted sum read them in."""
+  return jnp.transpose(x, (0, 2, 3, 1))
+
+
 def attention_weights(query: jnp.ndarray, key: jnp.ndarray,
                       mask: jnp.ndarray | None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Scaled scores Q K^T / sqrt(d_k) and their softmax, per head, in float32.
 
   Args:
     query: [batch, q_len, heads, d_k].
-    key: [batch, kv_len, heads, d_k].
+    key: [batch, heads, d_k, kv_len] (`heads_major`).
     mask: bool [batch, 1, q_len, kv_len] or None.
 
   Returns:
@@ -116,7 +126,7 @@ def attention_weights(query: jnp.ndarray, key: jnp.ndarray,
      weights [batch, heads, q_len, kv_len] summing to 1 over kv_len).
   """
   d_k = query.shape[-1]
-  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(
+  scores = jnp.einsum("bqhd,bhdk->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(
       jnp.float32(d_k))
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
@@ -158,7 +168,7 @@ class MultiHeadAttention(nn.Module):
     names = ("query", "key", "value")
     reuse_cache = (cfg.decode and self.decode_cache == "fixed"
                    and self.has_variable("cache", "cached_key"))
-    if reuse_cache:  # cross-attention keys/values projected when the cache was created
+    if reuse_cache:  # cross-attention keys/values projected (heads-major) when the cache was made
       (query,) = project(inputs_q, [HeadProjection(cfg, name="query")()], cfg.jnp_dtype)
       key = self.get_variable("cache", "cached_key")
       value = self.get_variable("cache", "cached_value")
@@ -172,8 +182,11 @@ class MultiHeadAttention(nn.Module):
     if self.use_rope:
       query, key = apply_rope(query, positions_q), apply_rope(key, positions_kv)
     # "query" etc. name the projections' params
-    for name, array in (("q", query), ("k", key), ("v", value)):
-      self.sow("intermediates", name, array)
+    self.sow("intermediates", "q", query)
+    if not reuse_cache:
+      self.sow("intermediates", "k", key)
+      self.sow("intermediates", "v", value)
+      key, value = heads_major(key), heads_major(value)
     if cfg.decode and self.decode_cache == "fixed" and not reuse_cache:
       self.put_variable("cache", "cached_key", key)
       self.put_variable("cache", "cached_value", value)
@@ -184,7 +197,7 @@ class MultiHeadAttention(nn.Module):
     self.sow("intermediates", "scaled_scores", scores)
     self.sow("intermediates", "weights", weights)
     weights = Dropout(cfg.attention_dropout_rate)(weights, deterministic=cfg.deterministic)
-    heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    heads = jnp.einsum("bhqk,bhdk->bqhd", weights.astype(value.dtype), value)
     self.sow("intermediates", "weighted_values", heads)  # [batch, q_len, heads, d_v]
 
     return nn.DenseGeneral(
@@ -199,17 +212,17 @@ class MultiHeadAttention(nn.Module):
     """Decode-mode self-attention: stores this call's keys and values, returns the whole cache.
 
     The first call creates zero cached_key / cached_value shaped like its key and
-    value, [batch, max_decode_len, heads, d_k], and returns its inputs unchanged.
-    Every later call takes key and value [batch, n, heads, d_k] of n new tokens (one
+    value, [batch, heads, d_k, max_decode_len], and returns its inputs unchanged.
+    Every later call takes key and value [batch, heads, d_k, n] of n new tokens (one
     decoding step, or a prompt prefilled at once), writes them at cache_index ..
     cache_index + n - 1 and advances cache_index by n.
 
     Args:
-      key, value: [batch, n, heads, d_k] of the new tokens.
+      key, value: [batch, heads, d_k, n] of the new tokens (`heads_major`).
       mask: bool [batch, 1, n, n], the causal mask within the new tokens, or None.
 
     Returns:
-      (keys [batch, max_decode_len, heads, d_k], values [batch, max_decode_len, heads, d_v],
+      (keys [batch, heads, d_k, max_decode_len], values [batch, heads, d_v, max_decode_len],
        mask bool [batch, 1, n, max_decode_len]: new token i (at cache_index + i) sees the
        cached positions before cache_index, unless `mask` lets it see nothing (padding), and
        the new tokens as `mask` allows; never a position after its own).
@@ -220,9 +233,9 @@ class MultiHeadAttention(nn.Module):
     cache_index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
     if not initialized:
       return key, value, mask
-    index, num_new, max_len = cache_index.value, key.shape[1], cached_key.value.shape[1]
-    cached_key.value = lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
-    cached_value.value = lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
+    index, num_new, max_len = cache_index.value, key.shape[3], cached_key.value.shape[3]
+    cached_key.value = lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, index))
+    cached_value.value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, index))
     cache_index.value = index + num_new
     causal = jnp.arange(max_len)[None, :] <= index + jnp.arange(num_new)[:, None]  # [n, max_len]
     if mask is None:

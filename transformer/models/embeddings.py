@@ -55,6 +55,9 @@ def apply_rope(x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
   return rotated.reshape(x.shape).astype(x.dtype)
 
 
+OUTPUT_TABLE = "output_table"  # the decode-mode cache entry of the transposed token table
+
+
 class TokenEmbedding(nn.Module):
   """A token table used for lookups (scaled by sqrt(d_model)) and, tied, for output logits."""
 
@@ -82,8 +85,19 @@ class TokenEmbedding(nn.Module):
     tenth of the train step; docs/performance.md).
     """
     table = jnp.asarray(self.embedding, self.config.jnp_dtype)
-    logits = x.reshape(-1, x.shape[-1]) @ table.T
+    logits = x.reshape(-1, x.shape[-1]) @ self._output_table(table)
     return logits.reshape(*x.shape[:-1], table.shape[0])
+
+  def _output_table(self, table: jnp.ndarray) -> jnp.ndarray:
+    """table^T [d_model, vocab]; in decode mode transposed once, when the cache is created,
+    and read from the 'cache' collection (`OUTPUT_TABLE`) by every decoding step: transposed
+    inside the decoding loop, XLA on CPU re-laid the table out at every step, a third of the
+    step's output projection (docs/performance.md)."""
+    if not self.config.decode:
+      return table.T
+    if not self.has_variable("cache", OUTPUT_TABLE):
+      self.put_variable("cache", OUTPUT_TABLE, table.T)
+    return self.get_variable("cache", OUTPUT_TABLE)
 
 
 class AddPositions(nn.Module):

@@ -52,15 +52,3 @@ def token_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray,
   entropy = -(confidence * math.log(confidence) + (vocab - 1) * low * math.log(low))
   cross_entropy = lse - confidence * target - low * (jnp.sum(logits, axis=-1) - target)
   return cross_entropy - entropy, nll
-
-
-def first_argmax(logits: jnp.ndarray) -> jnp.ndarray:
-  """float [..., vocab] -> int32 [...]: jnp.argmax's answer (the first maximal index).
-
-  Two fused reductions (max, then the least index attaining it), ~10x faster than
-  jnp.argmax's variadic reduction on CPU.
-  """
-  vocab = logits.shape[-1]
-  top = jnp.max(logits, axis=-1, keepdims=True)
-  indices = jnp.arange(vocab, dtype=jnp.int32)
-  return jnp.min(jnp.where(logits == top, indices, vocab), axis=-1)

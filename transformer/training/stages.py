@@ -46,12 +46,12 @@ import numpy as np
 
 from transformer.data.tasks import TASKS
 from transformer.models.config import ModelConfig
-from transformer.models.logprobs import target_logprobs
+from transformer.models.logprobs import first_argmax, target_logprobs
 from transformer.models.registry import ARCHITECTURES, architecture, build_model
 from transformer.models.reward import reward_model, score_at_eos
 from transformer.special_ids import PAD_ID
 from transformer.training import policy
-from transformer.training.losses import first_argmax, token_cross_entropy
+from transformer.training.losses import token_cross_entropy
 from transformer.training.policy import REFERENCE  # the frozen reference's key (dpo, policy)
 from transformer.training.policy_objectives import dpo_loss
 
