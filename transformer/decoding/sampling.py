@@ -66,7 +66,11 @@ def sampler(temperature: float | jnp.ndarray, top_k: int | jnp.ndarray,
   """A chooser drawing from softmax(log_probs / temperature) after the top-k and top-p filters."""
 
   def choose(log_probs: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
-    logits = top_p_filter(top_k_filter(log_probs / temperature, top_k), top_p)
+    # Each filter sorts the vocabulary: run only where it is on (a traced switch, so
+    # changing top_k or top_p does not recompile).
+    logits = lax.cond(jnp.asarray(top_k) > 0, top_k_filter, lambda x, _: x,
+                      log_probs / temperature, top_k)
+    logits = lax.cond(jnp.asarray(top_p) < 1, top_p_filter, lambda x, _: x, logits, top_p)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
   return choose
