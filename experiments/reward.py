@@ -36,8 +36,11 @@ def get_config(arg: str | None = None):
   """The reward-model config of `arg`'s architecture (default encoder_decoder); 'tiny' gives
   the seconds-long variant."""
   architecture, tiny = parse_arg(arg, "reward", VARIANTS, default="encoder_decoder")
-  c = preference_run("reward", architecture, tiny, num_train_steps=600,
-                     global_batch_size=32,  # prompts per step (256 responses)
+  c = preference_run("reward", architecture, tiny, num_train_steps=1200,
+                     global_batch_size=32,  # prompts per step (128 responses)
                      learning_rate=8e-4, warmup_steps=50)
-  c.data.num_responses = 8
+  c.data.num_responses = 4
+  c.data.rejected_pool = 15        # the 3 rejected drawn anew each epoch from the first 15
+  if not tiny:  # three evaluations and checkpoints
+    c.update(eval_every_steps=400, checkpoint_every_steps=400)
   return c

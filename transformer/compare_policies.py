@@ -5,17 +5,22 @@ r"""Compares tuned policies with the fine-tuned model on held-out prompts: catch
       --split=test --out=runs/rlhf/compare
 
 The prompts are best_of_n's: each function's code from the split's preference data, its true
-summary the chosen response. Every system answers each prompt once, sampled as best_of_n
-samples (`best_of_n.sample_pool`, temperature 1, one seed):
-- `reference`: the fine-tuned model (--reference_workdir), the first of its pool below;
-- `best_of_8`: 8 samples of the reference, the reward model's favourite kept (an actual pick,
-  not best_of_n's exact expectation);
-- each `name=workdir` of --policy_workdirs (e.g. an RLOO/GRPO `policy` run and a `dpo` run).
+summary the chosen response. Every system answers each prompt by sampling as best_of_n samples
+(`best_of_n.sample_pool`, temperature 1, one seed):
+- `reference`: the fine-tuned model (--reference_workdir), all 8 samples of its pool below;
+- `best_of_8`: those 8 samples, the reward model's favourite kept (an actual pick, not
+  best_of_n's exact expectation);
+- each `name=workdir` of --policy_workdirs (e.g. an RLOO/GRPO `policy` run and a `dpo` run),
+  --samples (4) samples per prompt.
 
-Reported per system: the mean reward-model score (bias applied) and its std over prompts; the
-KL to the reference in nats per response, the Monte-Carlo mean over the system's samples of
-Σ_t (log π − log π_ref) of the sampled tokens (`sequence_logprobs`; exactly 0 for the
-reference), except for best_of_8, whose samples come from no single model: it reports the
+A system's per-prompt figure is the mean over its samples of that prompt, so the reference's
+expected chrF is estimated from 8 samples, not one, and the paired intervals below are not
+widened by the reference's own sampling noise.
+
+Reported per system: the mean reward-model score (bias applied) and its std over responses;
+the KL to the reference in nats per response, the Monte-Carlo mean over the system's samples
+of Σ_t (log π − log π_ref) of the sampled tokens (`sequence_logprobs`; 0 for the reference by
+definition), except for best_of_8, whose samples come from no single model: it reports the
 analytic bound log n − (n − 1)/n of best-of-n (not an exact KL); the gold chrF (sacreBLEU,
 sentence level, against the true summary) and, for every system but the reference, the paired
 bootstrap 95% interval over prompts of chrF(system) − chrF(reference); the mean response
@@ -139,46 +144,56 @@ def criteria(system: dict[str, Any]) -> dict[str, dict[str, Any]]:
           for key, op, threshold in CRITERIA}
 
 
-def system_figures(tokens: np.ndarray, texts: list[str], scores: np.ndarray,
+def system_figures(tokens: np.ndarray, texts: list[list[str]], scores: np.ndarray,
                    kl: np.ndarray | float, chrf: np.ndarray, prompts: list[str],
                    reference: dict[str, Any] | None) -> dict[str, Any]:
   """The reported figures of one system (`reference`: the reference's, None for itself).
 
   Args:
-    tokens: int [n, R] sampled tokens; texts: their n decoded outputs.
-    scores, chrf: float [n] reward-model score and gold chrF per response.
-    kl: float [n] per-response KL estimates, or one bound (best-of-n).
+    tokens: int [n, m, R], m sampled responses to each of n prompts; texts: their n lists
+      of m decoded outputs.
+    scores, chrf: float [n, m] reward-model score and gold chrF per response.
+    kl: float [n, m] per-response KL estimates, or one bound (best-of-n).
+    prompts: the n prompts.
   """
+  flat = tokens.reshape(-1, tokens.shape[-1])
+  outputs = [t for ts in texts for t in ts]
   figures = {
       "rm_score": float(scores.mean()), "rm_score_std": float(scores.std()),
+      "samples_per_prompt": int(scores.shape[1]),
       "kl": float(np.mean(kl)), "kl_estimate": "bound log n - (n-1)/n" if np.isscalar(kl)
       else "monte carlo: mean of sum_t (log pi - log pi_ref) over the samples",
       "chrf": float(chrf.mean()), "chrf_diff": None, "chrf_diff_ci95": None,
-      "length": float(response_stats.token_lengths(tokens).mean()),
-      "eos_rate": float(response_stats.ended(tokens).mean()),
-      "distinct_bigrams": response_stats.distinct_bigram_rate(texts),
-      "copy_share": response_stats.copy_share(texts, prompts),
+      "length": float(response_stats.token_lengths(flat).mean()),
+      "eos_rate": float(response_stats.ended(flat).mean()),
+      "distinct_bigrams": response_stats.distinct_bigram_rate(outputs),
+      "copy_share": response_stats.copy_share(
+          outputs, [p for p, ts in zip(prompts, texts, strict=True) for _ in ts]),
   }
+  per_prompt = chrf.mean(axis=1)
   if reference is not None:
-    difference = chrf - reference["per_prompt_chrf"]
+    difference = per_prompt - reference["per_prompt_chrf"]
     low, high = best_of_n.paired_bootstrap(difference)
     figures.update(chrf_diff=float(difference.mean()), chrf_diff_ci95=[low, high],
                    score_gain_in_reference_std=(figures["rm_score"] - reference["rm_score"])
                    / max(reference["rm_score_std"], 1e-8))
   gain = 0.0 if reference is None else figures["rm_score"] - reference["rm_score"]
   figures["verdict"] = verdict(gain, figures["chrf_diff_ci95"])
-  figures["per_prompt_chrf"] = chrf
+  figures["per_prompt_chrf"] = per_prompt
   return figures
 
 
 def evaluate(reference_workdir: str, reward_workdir: str, policies: dict[str, str],
              split: str = "test", num_prompts: int = 0, max_new_tokens: int | None = None,
-             seed: int = 0, best_of: int = 8,
+             seed: int = 0, best_of: int = 8, samples: int = 4,
              batch_size: int = 128) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """(the comparison JSON of the module docstring, per-prompt outputs of every system)."""
+  """(the comparison JSON of the module docstring, per-prompt outputs of every system);
+  `samples`: responses per prompt of each policy."""
   if num_prompts < 0:
     raise ConfigError(f"num_prompts={num_prompts}: expected 0 (every prompt of the split) or "
                       "a positive number")
+  if samples < 1:
+    raise ConfigError(f"samples={samples}: expected at least 1 response per prompt")
   check_policy_run(reference_workdir, "--reference_workdir")
   for name, workdir in policies.items():
     check_policy_run(workdir, f"--policy_workdirs {name}")
@@ -192,44 +207,47 @@ def evaluate(reference_workdir: str, reward_workdir: str, policies: dict[str, st
 
   def draw(model, pool):  # tokens int [prompts, pool, R], texts, scores float [prompts, pool]
     tokens = np.array(best_of_n.sample_pool(*model, encoded, pool, max_new_tokens=max_new_tokens,
-                                  seed=seed, batch_size=batch_size))
+                                            seed=seed, batch_size=batch_size))
     texts = [decode_outputs(rm.tokenizer, t) for t in tokens]
     scores = rm.score_texts([p for p in prompts for _ in range(pool)],
                             [t for ts in texts for t in ts], cut_responses=True)
     return tokens, texts, scores.reshape(len(prompts), pool)
 
-  def gold(texts):
-    return np.array([sacrebleu.sentence_chrf(t, [s]).score
-                     for t, s in zip(texts, summaries, strict=True)])
+  def gold(texts):  # float [prompts, m]
+    return np.array([[sacrebleu.sentence_chrf(t, [s]).score for t in ts]
+                     for ts, s in zip(texts, summaries, strict=True)])
 
-  def cut(config):
-    return [p[:best_of_n.prompt_limit(config, max_new_tokens)] for p in encoded]
+  def kl(policy, tokens):  # float [prompts, m]
+    n, m, width = tokens.shape
+    cut = [p[:best_of_n.prompt_limit(policy[0], max_new_tokens)] for p in encoded]
+    return response_kl(policy, reference, [p for p in cut for _ in range(m)],
+                       tokens.reshape(n * m, width)).reshape(n, m)
 
   tokens, texts, scores = draw(reference, best_of)
   pick = np.argmax(scores, axis=1)
   rows = np.arange(len(prompts))
-  systems = {REFERENCE: (tokens[:, 0], [t[0] for t in texts], scores[:, 0],
-                         response_kl(reference, reference, cut(reference[0]), tokens[:, 0])),
-             BEST_OF: (tokens[rows, pick], [t[i] for t, i in zip(texts, pick, strict=True)],
-                       scores[rows, pick], math.log(best_of) - (best_of - 1) / best_of)}
+  systems = {REFERENCE: (tokens, texts, scores, np.zeros(scores.shape)),
+             BEST_OF: (tokens[rows, pick][:, None], [[t[i]] for t, i in zip(texts, pick,
+                                                                           strict=True)],
+                       scores[rows, pick][:, None], math.log(best_of) - (best_of - 1) / best_of)}
   for name, workdir in policies.items():
     policy = checkpoints.load_params_for_inference(workdir)[:2]
-    tokens, texts, scores = draw(policy, 1)
-    systems[name] = (tokens[:, 0], [t[0] for t in texts], scores[:, 0],
-                     response_kl(policy, reference, cut(policy[0]), tokens[:, 0]))
-  figures = {}
-  for name, (tokens, texts, scores, kl) in systems.items():
-    figures[name] = system_figures(tokens, texts, scores, kl, gold(texts), prompts,
+    tokens, texts, scores = draw(policy, samples)
+    systems[name] = (tokens, texts, scores, kl(policy, tokens))
+  figures, chrfs = {}, {}
+  for name, (tokens, texts, scores, divergence) in systems.items():
+    chrfs[name] = gold(texts)
+    figures[name] = system_figures(tokens, texts, scores, divergence, chrfs[name], prompts,
                                    figures.get(REFERENCE))
   details = [{"prompt": p, "reference": s, "outputs": {
-      name: {"text": systems[name][1][i], "reward": float(systems[name][2][i]),
-             "chrf": float(figures[name]["per_prompt_chrf"][i])} for name in systems}}
+      name: {"texts": systems[name][1][i], "rewards": systems[name][2][i].tolist(),
+             "chrf": chrfs[name][i].tolist()} for name in systems}}
       for i, (p, s) in enumerate(zip(prompts, summaries, strict=True))]
   for f in figures.values():
     del f["per_prompt_chrf"]
   result = {
       "split": split, "prompts": len(prompts), "temperature": 1.0, "seed": seed,
-      "max_new_tokens": max_new_tokens, "best_of": best_of,
+      "max_new_tokens": max_new_tokens, "best_of": best_of, "samples": samples,
       "workdirs": {REFERENCE: reference_workdir, "reward": reward_workdir, **policies},
       "systems": figures,
       "criteria": {name: criteria(figures[name]) for name in policies},
@@ -304,6 +322,7 @@ def define_flags() -> None:
                        "Tokens sampled per response (default: the reward model's response "
                        "budget).")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_integer("samples", 4, "Responses sampled per prompt from each policy.")
   flags.DEFINE_string("out", None, "Where the JSON, table and plot go.", required=True)
 
 
@@ -314,7 +333,7 @@ def main(argv: list[str]) -> None:
   policies = parse_policies(f.policy_workdirs)
   cli.check_output_dir(f.out, "--out")
   result, details = evaluate(f.reference_workdir, f.reward_workdir, policies, f.split,
-                             f.num_prompts, f.max_new_tokens, f.seed)
+                             f.num_prompts, f.max_new_tokens, f.seed, samples=f.samples)
   print(write(result, details, f.out), end="")
 
 

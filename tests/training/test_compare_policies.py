@@ -101,7 +101,9 @@ def test_the_command_on_the_fine_tuned_run_as_a_policy(reward_run, tmp_path):
   with open(os.path.join(out, "compare_policies.json")) as f:
     report = json.load(f)
   assert list(report["systems"]) == ["reference", "best_of_8", "same"]
-  assert report["prompts"] == 12 and report["best_of"] == 8
+  assert report["prompts"] == 12 and report["best_of"] == 8 and report["samples"] == 4
+  assert {name: s["samples_per_prompt"] for name, s in report["systems"].items()} == {
+      "reference": 8, "best_of_8": 1, "same": 4}
   keys = {"rm_score", "rm_score_std", "kl", "chrf", "chrf_diff", "chrf_diff_ci95", "length",
           "eos_rate", "distinct_bigrams", "copy_share", "verdict"}
   for system in report["systems"].values():
@@ -118,6 +120,11 @@ def test_the_command_on_the_fine_tuned_run_as_a_policy(reward_run, tmp_path):
   assert "| reference |" in result.stdout and "same: score_gain_in_reference_std" in result.stdout
   with open(os.path.join(out, "compare_policies.md")) as f:
     assert f.read() == result.stdout
+  with open(os.path.join(out, "compare_policies_samples.jsonl")) as f:
+    first = json.loads(f.readline())["outputs"]
+  assert [len(first[name]["texts"]) for name in ("reference", "best_of_8", "same")] == [8, 1, 4]
+  # best-of-8 keeps the favourite of the reference's 8 samples
+  assert max(first["best_of_8"]["rewards"]) == max(first["reference"]["rewards"])
 
 
 def test_bad_policy_workdirs_give_one_line_errors(reward_run, tmp_path):
