@@ -25,9 +25,10 @@ analytic bound log n − (n − 1)/n of best-of-n (not an exact KL); the gold ch
 sentence level, against the true summary) and, for every system but the reference, the paired
 bootstrap 95% interval over prompts of chrF(system) − chrF(reference); the mean response
 length in tokens (EOS excluded); the EOS rate (share of responses that end within the budget);
-the distinct-bigram rate and the copy share (`decoding/response_stats.py` defines both); and a
-verdict: "reward hacking" when the RM score rises over the reference's while the gold chrF
-falls (the interval's upper bound < 0). For each policy the criteria of issue 12 are checked:
+the distinct-bigram rate (over one response per prompt, averaged over the sample indices) and
+the copy share (`decoding/response_stats.py` defines both); and a verdict: "reward hacking"
+when the RM score rises over the reference's while the gold chrF falls (the interval's upper
+bound < 0). For each policy the criteria of issue 12 are checked:
 score gain >= 0.5 reference reward stds, KL <= 10, EOS rate >= 0.95, chrF interval lower bound
 >= −0.5. Writes compare_policies.json, .md (the table, also printed), _samples.jsonl and .png
 (reward against KL, one labelled point per system) to --out.
@@ -166,7 +167,10 @@ def system_figures(tokens: np.ndarray, texts: list[list[str]], scores: np.ndarra
       "chrf": float(chrf.mean()), "chrf_diff": None, "chrf_diff_ci95": None,
       "length": float(response_stats.token_lengths(flat).mean()),
       "eos_rate": float(response_stats.ended(flat).mean()),
-      "distinct_bigrams": response_stats.distinct_bigram_rate(outputs),
+      # per sample index (one response per prompt), so that systems of different sample
+      # counts compare: the samples of one prompt share bigrams with each other
+      "distinct_bigrams": float(np.mean([response_stats.distinct_bigram_rate(
+          [ts[j] for ts in texts]) for j in range(scores.shape[1])])),
       "copy_share": response_stats.copy_share(
           outputs, [p for p, ts in zip(prompts, texts, strict=True) for _ in ts]),
   }

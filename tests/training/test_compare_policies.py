@@ -52,6 +52,27 @@ def test_lengths_and_eos_of_sampled_tokens():
   np.testing.assert_array_equal(response_stats.ended(tokens), [True, False, True])
 
 
+def test_system_figures_average_each_prompt_over_its_samples():
+  # 2 prompts x 2 samples; the two samples of a prompt say the same, so pooling all four
+  # outputs would halve the distinct-bigram rate; per sample index it is 1
+  tokens = np.array([[[7, EOS_ID, PAD_ID], [7, 8, EOS_ID]], [[7, 8, 9], [EOS_ID, PAD_ID, PAD_ID]]])
+  texts = [["a b c", "a b c"], ["x y", "x y"]]
+  scores = np.array([[1.0, 3.0], [-1.0, 1.0]])
+  chrf = np.array([[10.0, 20.0], [30.0, 50.0]])
+  reference = compare_policies.system_figures(tokens, texts, scores, np.zeros((2, 2)), chrf,
+                                              ["def f(): pass", "def g(): pass"], None)
+  assert reference["samples_per_prompt"] == 2 and reference["distinct_bigrams"] == 1.0
+  assert reference["rm_score"] == 1.0 and reference["rm_score_std"] == pytest.approx(np.sqrt(2))
+  np.testing.assert_array_equal(reference["per_prompt_chrf"], [15.0, 40.0])
+  assert reference["length"] == 1.5 and reference["eos_rate"] == 0.75  # lengths 1, 2, 3, 0
+  one = compare_policies.system_figures(tokens[:, :1], [t[:1] for t in texts], scores[:, :1] + 2,
+                                        1.2, chrf[:, :1] + 5, ["def f(): pass", "def g(): pass"],
+                                        reference)
+  assert one["chrf_diff"] == pytest.approx(np.mean([15 - 15, 35 - 40]))
+  assert one["score_gain_in_reference_std"] == pytest.approx((2.0 - 1.0) / np.sqrt(2))
+  assert one["kl"] == pytest.approx(1.2) and one["kl_estimate"].startswith("bound")
+
+
 @pytest.mark.parametrize("gain, ci, expected", [
     (1.0, (-2.0, -0.1), "reward hacking: RM score up, gold chrF below the reference"),
     (1.0, (-2.0, 0.5), "no reward hacking: gold chrF within the reference's"),
