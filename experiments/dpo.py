@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
   """The DPO config of `arg`'s architecture (default encoder_decoder); 'tiny' gives the
   seconds-long variant."""
   architecture, tiny = parse_arg(arg, "dpo", VARIANTS, default="encoder_decoder")
-  c = preference_run("dpo", architecture, tiny, num_train_steps=400,
+  c = preference_run("dpo", architecture, tiny, num_train_steps=600,
                      global_batch_size=32,  # prompts per step (128 responses)
                      learning_rate=5e-4, warmup_steps=20, weight_decay=0.0)
   c.data.num_responses = 4

@@ -46,7 +46,7 @@ def get_config(arg: str | None = None):
   architecture, tiny = parse_arg(arg, "policy", VARIANTS, default="encoder_decoder")
   # The prompts as reward.py reads them (decoder-only: the rows of 64 with the chosen summary
   # mark where the prompt ends), then up to 32 new tokens.
-  c = preference_run("policy", architecture, tiny, num_train_steps=200,
+  c = preference_run("policy", architecture, tiny, num_train_steps=400,
                      global_batch_size=16,  # prompts per step (64 samples)
                      learning_rate=2e-4, warmup_steps=10, weight_decay=0.0,
                      eval_steps=4)  # 64 validation prompts, sampled with a fixed key

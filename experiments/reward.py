@@ -4,9 +4,9 @@ Data: `stdlib_corpus/preferences`: a function's code (prompt, cut to fit keeping
 with its own docstring sentence (chosen) against summaries of functions of other modules
 (rejected); `data.num_responses` K = 4 responses per prompt (chosen + 3 rejected, all pairs
 of one prompt in one batch element), the 3 rejected drawn anew each epoch from the first 15
-stored (`data.rejected_pool`; evaluation always compares the first 3). Encoder-decoder (default): the code's first 96 tokens
-to the encoder, each response (up to 31 tokens + EOS) to the decoder; decoder-only
-(`:decoder_only`): prompt + response in rows of 64. Model: `finetune_lm.py`'s network with
+stored (`data.rejected_pool`; evaluation always compares the first 3). Encoder-decoder
+(default): the code's first 96 tokens to the encoder, each response (up to 31 tokens + EOS)
+to the decoder; decoder-only (`:decoder_only`): prompt + response in rows of 64. Model: `finetune_lm.py`'s network with
 the output projection replaced by a scalar head read at each response's EOS
 (`transformer/models/reward.py`); dropout off. Start from the fine-tuned run with
 `--config.init_from=<finetune_lm workdir>`. AdamW, lr 8e-4 (50 warmup steps), cosine; 1,200

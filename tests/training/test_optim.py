@@ -3,6 +3,7 @@ import math
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from transformer.training.config import default_config
 from transformer.training.optim import make_optimizer, make_schedule
@@ -111,3 +112,24 @@ def test_adamw_decays_weights():
   params = {"w": jnp.ones(2)}
   updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
   np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * np.ones(2), rtol=1e-6)
+
+
+def test_frozen_params_get_no_update_no_decay_and_no_share_of_the_clipping_norm():
+  opt = default_config().optimizer
+  opt.update(name="adamw", schedule="constant", learning_rate=0.1, warmup_steps=0,
+             weight_decay=0.5, grad_clip_norm=1.0, frozen_params="embedding, head")
+  tx, _ = make_optimizer(opt, d_model=64, num_train_steps=10)
+  params = {"embedding": {"table": jnp.ones(2)}, "head": jnp.ones(1), "w": jnp.ones(2)}
+  grads = {"embedding": {"table": jnp.array([300.0, 400.0])}, "head": jnp.array([5.0]),
+           "w": jnp.array([0.3, 0.4])}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(updates["embedding"]["table"], [0.0, 0.0])
+  np.testing.assert_array_equal(updates["head"], [0.0])
+  # w alone: norm 0.5, not clipped; AdamW's first step is -lr (g/|g| + decay · w)
+  np.testing.assert_allclose(updates["w"], -0.1 * (np.sign([0.3, 0.4]) + 0.5), rtol=1e-5)
+  opt.frozen_params = "embeddings"
+  tx, _ = make_optimizer(opt, d_model=64, num_train_steps=10)
+  with pytest.raises(ValueError, match=r"config.optimizer.frozen_params: 'embeddings' is not a "
+                                       r"top-level param of the model; expected some of "
+                                       r"\['embedding', 'head', 'w'\]"):
+    tx.init(params)

@@ -61,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-9           # Adam ε (paper: 1e-9).
   c.optimizer.weight_decay = 0.0   # AdamW decoupled weight decay.
   c.optimizer.grad_clip_norm = 0.0 # Clip gradients to this global norm; 0 turns clipping off.
+  c.optimizer.frozen_params = ""   # Comma-separated top-level param names (e.g.
+                                   # 'token_embedding') kept as initialised or restored: no
+                                   # update, no weight decay. '' = every param trains.
 
   c.parallelism = ml_collections.ConfigDict()
   c.parallelism.mode = "jit"       # 'jit' (a Mesh with named shardings) | 'pmap' (replicated

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -39,9 +40,33 @@ def make_schedule(opt: ml_collections.ConfigDict, d_model: int,
   return optax.constant_schedule(opt.learning_rate)
 
 
+def frozen_names(opt: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The top-level param names of `opt.frozen_params` ('a,b' -> ('a', 'b'))."""
+  return tuple(name.strip() for name in opt.frozen_params.split(",") if name.strip())
+
+
+def freeze(tx: optax.GradientTransformation,
+           names: tuple[str, ...]) -> optax.GradientTransformation:
+  """`tx` on every param except those under the top-level `names`, whose updates are 0: they
+  get no optimizer state and their gradients do not count in `tx`'s clipping norm.
+
+  Raises ValueError (at `init`, naming the field) for a name that is not a top-level param.
+  """
+  def labels(params):
+    unknown = [name for name in names if name not in params]
+    if unknown:
+      raise ValueError(f"config.optimizer.frozen_params: {', '.join(map(repr, unknown))} "
+                       f"is not a top-level param of the model; expected some of "
+                       f"{sorted(params)}")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if path[0].key in names else "train", params)
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 def make_optimizer(opt: ml_collections.ConfigDict, d_model: int,
                    num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam, AdamW or plain SGD on `make_schedule`, after optional global-norm gradient clipping.
+  """Adam, AdamW or plain SGD on `make_schedule`, after optional global-norm gradient clipping,
+  with the params of `opt.frozen_params` held fixed (`freeze`).
 
   SGD (update = -rate · gradient) keeps the gradient's scale in the update, which Adam
   normalises away: the parallelism tests use it to compare gradients across layouts.
@@ -55,4 +80,6 @@ def make_optimizer(opt: ml_collections.ConfigDict, d_model: int,
     tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
   if opt.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+  if frozen_names(opt):
+    tx = freeze(tx, frozen_names(opt))
   return tx, schedule
