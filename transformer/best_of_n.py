@@ -37,6 +37,7 @@ from transformer.training.config import ConfigError
 from transformer.training.rewards import RewardModel, load_reward_model
 
 NS = (1, 2, 4, 8, 16)
+CANDIDATES_FILE = "best_of_n_candidates.jsonl"
 
 
 def best_of_n_weights(pool: int, n: int) -> np.ndarray:
@@ -156,10 +157,22 @@ def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
       "duplicate_rate": duplicates,
   }
   details = [{"prompt": p, "reference": ref, "candidates": [
-      {"text": c, "reward": float(s), "chrf": float(g)}
-      for c, s, g in zip(cs, ps, gs, strict=True)]}
-      for p, ref, cs, ps, gs in zip(prompts, references, candidates, proxy, gold, strict=True)]
+      {"text": c, "reward": float(s), "chrf": float(g), "tokens": t.tolist()}
+      for c, s, g, t in zip(cs, ps, gs, ts, strict=True)]}
+      for p, ref, cs, ps, gs, ts in zip(prompts, references, candidates, proxy, gold, pools,
+                                        strict=True)]
   return result, details
+
+
+def read_pool(out: str) -> tuple[list[str], np.ndarray, list[list[str]], np.ndarray]:
+  """(prompts, tokens int [prompts, pool, R], texts, reward-model scores float [prompts,
+  pool]) of the candidates `write` stored in `out`: the pool, for reuse (compare_policies)."""
+  with open(os.path.join(out, CANDIDATES_FILE)) as f:
+    details = [json.loads(line) for line in f]
+  return ([d["prompt"] for d in details],
+          np.array([[c["tokens"] for c in d["candidates"]] for d in details], np.int32),
+          [[c["text"] for c in d["candidates"]] for d in details],
+          np.array([[c["reward"] for c in d["candidates"]] for d in details], np.float32))
 
 
 def plot(result: dict[str, Any], path: str) -> str:
@@ -187,7 +200,7 @@ def write(result: dict[str, Any], details: list[dict[str, Any]], out: str) -> st
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "best_of_n.json"), "w") as f:
     json.dump(result, f, indent=1)
-  with open(os.path.join(out, "best_of_n_candidates.jsonl"), "w") as f:
+  with open(os.path.join(out, CANDIDATES_FILE), "w") as f:
     f.writelines(json.dumps(d) + "\n" for d in details)
   return plot(result, os.path.join(out, "best_of_n.png"))
 

@@ -7,7 +7,9 @@ r"""Compares tuned policies with the fine-tuned model on held-out prompts: catch
 The prompts are best_of_n's: each function's code from the split's preference data, its true
 summary the chosen response. Every system answers each prompt by sampling as best_of_n samples
 (`best_of_n.sample_pool`, temperature 1, one seed):
-- `reference`: the fine-tuned model (--reference_workdir), all 8 samples of its pool below;
+- `reference`: the fine-tuned model (--reference_workdir), all 8 samples of its pool below
+  (with --reference_pool, a best_of_n --out of the same model and prompts: the first 8 of
+  each prompt's stored candidates, not sampled anew; the RLHF pipeline passes its bon/);
 - `best_of_8`: those 8 samples, the reward model's favourite kept (an actual pick, not
   best_of_n's exact expectation);
 - each `name=workdir` of --policy_workdirs (e.g. an RLOO/GRPO `policy` run and a `dpo` run),
@@ -145,6 +147,21 @@ def criteria(system: dict[str, Any]) -> dict[str, dict[str, Any]]:
           for key, op, threshold in CRITERIA}
 
 
+def stored_pool(out: str, prompts: list[str],
+                best_of: int) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+  """The first `best_of` candidates per prompt of best_of_n's pool in `out` (`read_pool`):
+  (tokens [prompts, best_of, R], texts, scores [prompts, best_of]); a ValueError unless it
+  holds these prompts, in order, with at least `best_of` candidates each."""
+  stored, tokens, texts, scores = best_of_n.read_pool(out)
+  if stored != prompts:
+    raise ValueError(f"reference_pool={out!r} holds {len(stored)} other prompts than the "
+                     f"{len(prompts)} compared (another split or --num_prompts)")
+  if tokens.shape[1] < best_of:
+    raise ValueError(f"reference_pool={out!r} has {tokens.shape[1]} candidates per prompt, "
+                     f"fewer than best_of={best_of}")
+  return tokens[:, :best_of], [t[:best_of] for t in texts], scores[:, :best_of]
+
+
 def system_figures(tokens: np.ndarray, texts: list[list[str]], scores: np.ndarray,
                    kl: np.ndarray | float, chrf: np.ndarray, prompts: list[str],
                    reference: dict[str, Any] | None) -> dict[str, Any]:
@@ -189,10 +206,12 @@ def system_figures(tokens: np.ndarray, texts: list[list[str]], scores: np.ndarra
 
 def evaluate(reference_workdir: str, reward_workdir: str, policies: dict[str, str],
              split: str = "test", num_prompts: int = 0, max_new_tokens: int | None = None,
-             seed: int = 0, best_of: int = 8, samples: int = 4,
-             batch_size: int = 128) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             seed: int = 0, best_of: int = 8, samples: int = 4, batch_size: int = 128,
+             reference_pool: str = "") -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """(the comparison JSON of the module docstring, per-prompt outputs of every system);
-  `samples`: responses per prompt of each policy."""
+  `samples`: responses per prompt of each policy; `reference_pool`: a best_of_n output
+  directory of the same reference, reward model and prompts, whose pool's first `best_of`
+  candidates per prompt are the reference's samples (instead of sampling them anew)."""
   if num_prompts < 0:
     raise ConfigError(f"num_prompts={num_prompts}: expected 0 (every prompt of the split) or "
                       "a positive number")
@@ -227,7 +246,10 @@ def evaluate(reference_workdir: str, reward_workdir: str, policies: dict[str, st
     return response_kl(policy, reference, [p for p in cut for _ in range(m)],
                        tokens.reshape(n * m, width)).reshape(n, m)
 
-  tokens, texts, scores = draw(reference, best_of)
+  if reference_pool:
+    tokens, texts, scores = stored_pool(reference_pool, prompts, best_of)
+  else:
+    tokens, texts, scores = draw(reference, best_of)
   pick = np.argmax(scores, axis=1)
   rows = np.arange(len(prompts))
   systems = {REFERENCE: (tokens, texts, scores, np.zeros(scores.shape)),
@@ -327,6 +349,9 @@ def define_flags() -> None:
                        "budget).")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("samples", 4, "Responses sampled per prompt from each policy.")
+  flags.DEFINE_string("reference_pool", "",
+                      "A best_of_n --out directory of the same reference and prompts: its first "
+                      "8 candidates per prompt are the reference's samples ('' = sample them).")
   flags.DEFINE_string("out", None, "Where the JSON, table and plot go.", required=True)
 
 
@@ -337,7 +362,8 @@ def main(argv: list[str]) -> None:
   policies = parse_policies(f.policy_workdirs)
   cli.check_output_dir(f.out, "--out")
   result, details = evaluate(f.reference_workdir, f.reward_workdir, policies, f.split,
-                             f.num_prompts, f.max_new_tokens, f.seed, samples=f.samples)
+                             f.num_prompts, f.max_new_tokens, f.seed, samples=f.samples,
+                             reference_pool=f.reference_pool)
   print(write(result, details, f.out), end="")
 
 

@@ -20,7 +20,9 @@ subfolder of --workdir, initialised from the stage before, one architecture thro
   eval_reward.json   held-out pairwise accuracy against the likelihood baseline
   bon/               best-of-N (16 samples per test prompt): JSON and plot
   compare/           fine-tuned vs best-of-8 vs RLOO vs DPO on the test prompts
-                     (transformer.compare_policies): table, JSON, reward-against-KL plot
+                     (transformer.compare_policies; the fine-tuned model's 8 samples per
+                     prompt are the first 8 of bon/'s pool): table, JSON, reward-against-KL
+                     plot
 
 It resumes wherever it stopped: a stage whose workdir holds the checkpoint of its last step
 (and, for the reward model, its bias) is skipped without building anything, and so are
@@ -192,7 +194,8 @@ def run_pipeline(workdir: str, *, architecture: str = "encoder_decoder", tiny: b
     result, details = compare_policies.evaluate(
         os.path.join(workdir, "finetune"), os.path.join(workdir, "reward"),
         {"rloo": os.path.join(workdir, "policy"), "dpo": os.path.join(workdir, "dpo")}, "test",
-        num_prompts=num_prompts, max_new_tokens=8 if tiny else None)
+        num_prompts=num_prompts, max_new_tokens=8 if tiny else None,
+        reference_pool=os.path.join(workdir, "bon"))  # best_of_n's samples of the reference
     compare_policies.write(result, details, compare_dir)
     _record_time(workdir, "compare_policies", time.perf_counter() - start)
   with open(os.path.join(compare_dir, "compare_policies.md")) as f:

@@ -148,6 +148,23 @@ def test_the_command_on_the_fine_tuned_run_as_a_policy(reward_run, tmp_path):
   assert max(first["best_of_8"]["rewards"]) == max(first["reference"]["rewards"])
 
 
+def test_a_stored_best_of_n_pool_serves_as_the_reference_samples(tmp_path):
+  tokens = [[[7, EOS_ID], [8, 9]], [[EOS_ID, PAD_ID], [9, EOS_ID]]]
+  details = [{"prompt": p, "reference": "r", "candidates": [
+      {"text": f"{p} {j}", "reward": float(i + j), "chrf": 0.0, "tokens": tokens[i][j]}
+      for j in range(2)]} for i, p in enumerate(["def f():", "def g():"])]
+  best_of_n.write({"N": [1], "rm_score": [0.0], "gold_chrf": [0.0], "oracle_chrf": [0.0]},
+                  details, str(tmp_path))
+  got, texts, scores = compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 1)
+  np.testing.assert_array_equal(got, [[[7, EOS_ID]], [[EOS_ID, PAD_ID]]])
+  assert texts == [["def f(): 0"], ["def g(): 0"]]
+  np.testing.assert_array_equal(scores, [[0.0], [1.0]])
+  with pytest.raises(ValueError, match="holds 2 other prompts than the 1 compared"):
+    compare_policies.stored_pool(str(tmp_path), ["def f():"], 1)
+  with pytest.raises(ValueError, match="has 2 candidates per prompt, fewer than best_of=8"):
+    compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 8)
+
+
 def test_bad_policy_workdirs_give_one_line_errors(reward_run, tmp_path):
   sft, rm, _ = reward_run
   missing = str(tmp_path / "missing")
