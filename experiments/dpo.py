@@ -18,13 +18,14 @@ Command:
       --config.init_from=runs/finetune_lm
   python -m transformer.evaluate --workdir=runs/dpo --split=test
 
-Runtime on 2 CPU cores: 572 s measured with another job's tests sharing the cores (load 3-4;
-training and seven whole-split evaluations), from `finetune_lm.py`'s encoder-decoder run.
-Expected result (measured in that run): the loss starts at ln 2 = 0.693 (policy = reference);
-validation implicit-reward accuracy 0.673 / 0.701 / 0.732 at steps 100 / 300 / 600; test
-(2,017 pairs of 808 prompts) 0.714, margin 1.14, chosen log π -93.8 and rejected -104.9
-(both fall from the reference's, the rejected further). Measured on the way: lr 5e-4 for
-300 steps without the pool: test 0.675 (validation 0.709).
+Runtime on 2 CPU cores: 378 s measured in `python -m transformer.rlhf_pipeline` with the
+machine otherwise idle (training and seven whole-split evaluations), from its fine-tuned
+encoder-decoder. Expected result (measured in that run): the loss starts at ln 2 = 0.693
+(policy = reference); validation implicit-reward accuracy 0.696 / 0.732 / 0.733 at steps
+100 / 300 / 600; test (2,017 pairs of 808 prompts) 0.715, margin 1.33, chosen log π -96.0
+and rejected -109.0 (both fall from the reference's, the rejected further). Measured on the
+way: 400 steps: test 0.696; another fine-tuned run, 600 steps: 0.704; 300 steps without the
+pool: 0.675.
 
 Tiny variant (seconds: a smoke test of the same stage, task and architecture; without
 init_from the reference is the scratch initialisation):

@@ -10,25 +10,27 @@ reward run of `reward.py` (`--config.policy.reward_workdir`, same data task and 
 scores the samples, its bias applied. Each step: 16 prompts × k = 4 samples (T = 1, up to 32
 new tokens); RLOO reward = score - 0.1 Σ_t (log π - log π_ref) - 5 without EOS, leave-one-out
 advantages, one update (`--config.policy.algorithm=grpo`: group-normalised advantages, k3 KL in
-the loss). AdamW, lr 2e-4 (10 warmup steps), cosine; 200 steps.
+the loss). AdamW, lr 2e-4 (10 warmup steps), cosine; 400 steps.
 
 Command:
   python -m transformer.train --config=experiments/policy.py --workdir=runs/policy \
       --config.init_from=runs/finetune_lm --config.policy.reward_workdir=runs/reward
   python -m transformer.evaluate --workdir=runs/policy --split=test
 
-Runtime on 2 CPU cores: 7 min for the 200 steps and three validation evaluations, measured
-with another training run and a test job beside it (load 3-4), from the pipeline's fine-tuned
-encoder-decoder and a K = 4 reward run (`reward.py` with `--config.data.num_responses=4
---config.data.rejected_pool=15 --config.num_train_steps=1200`, test accuracy 0.746).
-Expected result (measured in that run, validation prompts, 4 samples each): reward-model
-score -5.27 at step 0 (KL 0, EOS rate 0.98, 18.7 tokens), -3.86 at step 100 (KL 3.17 nats),
--3.34 at step 200 (KL 3.64, EOS rate 0.99, 19.3 tokens, entropy 3.66 -> 3.82 nats a token).
-Measured on the way (same runs): lr 1e-4, β 0.05, EOS penalty 1: -3.87 at KL 2.59 but the EOS
-rate fell to 0.87 and responses grew to 23.5 tokens (the reward model favours longer ones);
-lr 1e-4, β 0.1, penalty 5: -4.35 at KL 1.49 (EOS 0.98); lr 3e-4, β 0.05, penalty 5: -3.04 at
-step 100 but KL already 10.6 (stopped). Judge a rising score with the RM-independent gold
-score too: `transformer.compare_policies` (chrF against the true summary).
+Runtime on 2 CPU cores: 373 s for the 400 steps and five validation evaluations, measured in
+`python -m transformer.rlhf_pipeline` with the machine otherwise idle, from its fine-tuned
+encoder-decoder and its reward run (`reward.py`, test accuracy 0.701). Expected result
+(measured in that run, validation prompts, 4 samples each): reward-model score -4.45 at step
+0 (KL 0, EOS rate 0.98, 18.4 tokens), -2.88 at step 100 (KL 3.91 nats), -2.01 at step 400
+(KL 4.62, EOS rate 1.00, 18.0 tokens, entropy 3.63 -> 3.70 nats a token); on the test prompts
+(`transformer.compare_policies`) a score gain of 0.58 of the fine-tuned model's reward std at
+KL 5.08, gold chrF +0.17 [-0.02, +0.38] over the fine-tuned model's. Measured on the way
+(same reward model; test prompts): 200 steps: gain 0.40, chrF +1.04; 300 steps: 0.48,
++0.60; lr 3e-4 for 300 steps: 0.59 at KL 6.30, but chrF -0.35 [-0.55, -0.13] (reward
+hacking). Earlier, with another reward model: lr 1e-4, β 0.05, EOS penalty 1 let the EOS
+rate fall to 0.87 and responses grow to 23.5 tokens (that reward model favoured longer ones).
+Judge a rising score with the RM-independent gold score too: `transformer.compare_policies`
+(chrF against the true summary).
 
 Tiny variant (seconds; needs a fine-tuned run and a reward run of the same tiny data, as
 tests/training/test_policy.py builds them from finetune_lm.py:tiny and reward.py:tiny):
