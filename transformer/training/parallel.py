@@ -321,8 +321,10 @@ def main_process_first(fn: Callable[[], Any], name: str) -> Any:
 
 FAILURE_KEY = "transformer/failure"  # in the coordination service's key-value store
 _ACK_KEY = "transformer/failure_ack/"
+_GONE_KEY = "transformer/failure_gone"  # set by the failing process just before it exits
 _POLL_MS = 1000  # how long one wait for the failure key blocks
 _ACK_SECONDS = 10.0  # how long a failing process waits for the others to see its message
+_GONE_SECONDS = 0.5  # how long process 0 then gives it to exit before leaving itself
 
 
 def _coordination_client() -> Any:
@@ -361,12 +363,20 @@ class _FailureWatcher:
       except Exception:  # (the failing process may be gone already)
         pass
       os.write(2, f"error: {message}\n".encode())
+      if jax.process_index() == 0:  # hosts the service: leaving first would abort the failing
+        try:                        # process (its client sees the service die) before it exits
+          self._client.blocking_key_value_get(_GONE_KEY, int(_ACK_SECONDS * 1000))
+          time.sleep(_GONE_SECONDS)
+        except Exception:  # (it is gone already, or never said so in time: leave anyway)
+          pass
       os._exit(cli.STOP_STATUS)
 
 
 def _report_failure(client: Any, message: str) -> None:
   """Puts `message` in the key-value store and waits (a few seconds at most) until every other
-  process has seen it: process 0 hosts the store, so it must not leave before that."""
+  process has seen it (process 0 hosts the store, so it must not leave before that), then says
+  it is leaving: process 0, seeing that, gives it a moment to exit before leaving itself, as a
+  client whose service dies aborts its process (SIGABRT, not this one's exit status)."""
   try:
     client.key_value_set(FAILURE_KEY, message)
   except Exception:  # (another process failed first: its message stands)
@@ -379,7 +389,11 @@ def _report_failure(client: Any, message: str) -> None:
     try:
       client.blocking_key_value_get(f"{_ACK_KEY}{index}", max(remaining, 1))
     except Exception:  # (it did not answer in time: leave anyway)
-      return
+      break
+  try:
+    client.key_value_set(_GONE_KEY, "leaving")  # process 0 may now leave too
+  except Exception:
+    pass
 
 
 @contextlib.contextmanager
