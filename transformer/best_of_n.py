@@ -167,8 +167,12 @@ def evaluate(policy_workdir: str, reward_workdir: str, split: str = "test",
 def read_pool(out: str) -> tuple[list[str], np.ndarray, list[list[str]], np.ndarray]:
   """(prompts, tokens int [prompts, pool, R], texts, reward-model scores float [prompts,
   pool]) of the candidates `write` stored in `out`: the pool, for reuse (compare_policies)."""
-  with open(os.path.join(out, CANDIDATES_FILE)) as f:
+  path = os.path.join(out, CANDIDATES_FILE)
+  with open(path) as f:
     details = [json.loads(line) for line in f]
+  if details and "tokens" not in details[0]["candidates"][0]:
+    raise ValueError(f"{path} holds no candidate tokens (written by an older best_of_n): "
+                     f"rerun best_of_n into {out}")
   return ([d["prompt"] for d in details],
           np.array([[c["tokens"] for c in d["candidates"]] for d in details], np.int32),
           [[c["text"] for c in d["candidates"]] for d in details],

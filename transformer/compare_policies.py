@@ -147,12 +147,16 @@ def criteria(system: dict[str, Any]) -> dict[str, dict[str, Any]]:
           for key, op, threshold in CRITERIA}
 
 
-def stored_pool(out: str, prompts: list[str],
-                best_of: int) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+def stored_pool(out: str, prompts: list[str], best_of: int,
+                max_new_tokens: int) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
   """The first `best_of` candidates per prompt of best_of_n's pool in `out` (`read_pool`):
   (tokens [prompts, best_of, R], texts, scores [prompts, best_of]); a ValueError unless it
-  holds these prompts, in order, with at least `best_of` candidates each."""
+  holds these prompts, in order, with at least `best_of` candidates each, sampled with
+  `max_new_tokens` (R) as the policies are."""
   stored, tokens, texts, scores = best_of_n.read_pool(out)
+  if stored and tokens.shape[2] != max_new_tokens:
+    raise ValueError(f"reference_pool={out!r} was sampled with {tokens.shape[2]} new tokens, "
+                     f"not the {max_new_tokens} compared")
   if stored != prompts:
     raise ValueError(f"reference_pool={out!r} holds {len(stored)} other prompts than the "
                      f"{len(prompts)} compared (another split or --num_prompts)")
@@ -247,7 +251,7 @@ def evaluate(reference_workdir: str, reward_workdir: str, policies: dict[str, st
                        tokens.reshape(n * m, width)).reshape(n, m)
 
   if reference_pool:
-    tokens, texts, scores = stored_pool(reference_pool, prompts, best_of)
+    tokens, texts, scores = stored_pool(reference_pool, prompts, best_of, max_new_tokens)
   else:
     tokens, texts, scores = draw(reference, best_of)
   pick = np.argmax(scores, axis=1)

@@ -155,14 +155,24 @@ def test_a_stored_best_of_n_pool_serves_as_the_reference_samples(tmp_path):
       for j in range(2)]} for i, p in enumerate(["def f():", "def g():"])]
   best_of_n.write({"N": [1], "rm_score": [0.0], "gold_chrf": [0.0], "oracle_chrf": [0.0]},
                   details, str(tmp_path))
-  got, texts, scores = compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 1)
+  got, texts, scores = compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 1,
+                                                    2)
   np.testing.assert_array_equal(got, [[[7, EOS_ID]], [[EOS_ID, PAD_ID]]])
   assert texts == [["def f(): 0"], ["def g(): 0"]]
   np.testing.assert_array_equal(scores, [[0.0], [1.0]])
   with pytest.raises(ValueError, match="holds 2 other prompts than the 1 compared"):
-    compare_policies.stored_pool(str(tmp_path), ["def f():"], 1)
+    compare_policies.stored_pool(str(tmp_path), ["def f():"], 1, 2)
   with pytest.raises(ValueError, match="has 2 candidates per prompt, fewer than best_of=8"):
-    compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 8)
+    compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 8, 2)
+  with pytest.raises(ValueError, match="was sampled with 2 new tokens, not the 31 compared"):
+    compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 1, 31)
+  for d in details:  # a pool written before best_of_n stored the tokens
+    for c in d["candidates"]:
+      del c["tokens"]
+  best_of_n.write({"N": [1], "rm_score": [0.0], "gold_chrf": [0.0], "oracle_chrf": [0.0]},
+                  details, str(tmp_path))
+  with pytest.raises(ValueError, match="holds no candidate tokens .* rerun best_of_n"):
+    compare_policies.stored_pool(str(tmp_path), ["def f():", "def g():"], 1, 2)
 
 
 def test_bad_policy_workdirs_give_one_line_errors(reward_run, tmp_path):
