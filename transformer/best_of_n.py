@@ -83,20 +83,22 @@ def sample_pool(config: ModelConfig, params: Any, prompts: Sequence[np.ndarray],
                 batch_size: int = 128) -> list[list[np.ndarray]]:
   """`pool` sampled continuations (token arrays, up to EOS) of each prompt (token arrays).
 
-  Prompts are cut to leave room for the output, keeping their start (as in training).
+  Prompts are cut to leave room for the output, keeping their start (as in training), and
+  sampled `batch_size // pool` (at least 1) at a time, `pool` rows each.
   """
   limit = prompt_limit(config, max_new_tokens)
-  rows = [p[:limit] for p in prompts for _ in range(pool)]
+  per_batch = max(1, batch_size // pool)
   outputs = []
-  for i, start in enumerate(range(0, len(rows), batch_size)):
-    chunk = rows[start:start + batch_size]
-    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape
-    tokens = np.full((batch_size, max(len(r) for r in chunk)), PAD_ID, np.int32)
+  for i, start in enumerate(range(0, len(prompts), per_batch)):
+    chunk = [p[:limit] for p in prompts[start:start + per_batch]]
+    chunk = chunk + [chunk[-1]] * (per_batch - len(chunk))  # one compiled shape
+    tokens = np.full((per_batch, max(len(r) for r in chunk)), PAD_ID, np.int32)
     for j, r in enumerate(chunk):
       tokens[j, :len(r)] = r
     new = generate(config, params, tokens, method="sample", temperature=temperature,
-                   max_new_tokens=max_new_tokens, rng=jax.random.fold_in(jax.random.key(seed), i))
-    outputs += list(np.asarray(new))[:min(batch_size, len(rows) - start)]
+                   max_new_tokens=max_new_tokens, num_samples=pool,
+                   rng=jax.random.fold_in(jax.random.key(seed), i))
+    outputs += list(np.asarray(new))[:min(per_batch, len(prompts) - start) * pool]
   return [outputs[i * pool:(i + 1) * pool] for i in range(len(prompts))]
 
 

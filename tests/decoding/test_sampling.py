@@ -159,3 +159,19 @@ def test_beam_search_has_no_per_token_log_probs(model):
   config, params = model
   with pytest.raises(ValueError, match="with_log_probs is for method='greedy' or 'sample'"):
     generate(config, params, PROMPTS, method="beam", max_new_tokens=4, with_log_probs=True)
+
+
+def test_num_samples_draws_as_the_prompts_repeated(model):
+  """k samples per prompt (each prompt encoded once) are the draws of the prompts repeated k
+  times, row prompt * k + j, with the same log π; and they differ from one another."""
+  config, params = model
+  kwargs = dict(method="sample", max_new_tokens=8, rng=jax.random.key(3), with_log_probs=True)
+  tokens, log_probs = generate(config, params, PROMPTS, num_samples=3, **kwargs)
+  expected_tokens, expected_log_probs = generate(config, params, jnp.repeat(PROMPTS, 3, axis=0),
+                                                 **kwargs)
+  assert tokens.shape == (6, 8)
+  np.testing.assert_array_equal(tokens, expected_tokens)
+  np.testing.assert_allclose(log_probs, expected_log_probs, atol=1e-5)
+  assert len({tuple(row) for row in np.asarray(tokens)[:3]}) > 1
+  with pytest.raises(ValueError, match="num_samples must be >= 1, and 1 unless method='sample'"):
+    generate(config, params, PROMPTS, method="greedy", num_samples=2)

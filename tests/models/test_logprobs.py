@@ -91,3 +91,17 @@ def test_first_argmax_is_argmax_ties_included():
   rng = np.random.default_rng(3)
   logits = rng.integers(0, 3, size=(5, 6, 7)).astype(np.float32)  # many ties
   np.testing.assert_array_equal(first_argmax(jnp.asarray(logits)), np.argmax(logits, -1))
+
+
+@pytest.mark.parametrize("architecture", ["decoder_only", "encoder_decoder"])
+def test_sequence_logprobs_of_k_responses_per_prompt_equal_the_prompts_repeated(architecture):
+  """Responses [k b', R] to prompts [b', P] (rows i k .. i k + k - 1 answer prompt i, an encoder
+  encodes it once) score as with each prompt repeated k times."""
+  model = build_model(_config(architecture).eval())
+  params = init_params(model, jax.random.PRNGKey(1))
+  prompts = padded(PROMPTS, 4)
+  responses = padded(RESPONSES + RESPONSES[::-1] + [[18, EOS_ID], [19]], 5)  # 3 per prompt
+  shared = sequence_logprobs(model, params, prompts, responses)
+  repeated = sequence_logprobs(model, params, jnp.repeat(prompts, 3, axis=0), responses)
+  for got, expected in zip(shared, repeated):
+    np.testing.assert_allclose(got, expected, atol=1e-5)

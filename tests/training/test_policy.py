@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import load_experiment
-from transformer.special_ids import PAD_ID
+from transformer.models.config import ModelConfig
+from transformer.models.reward import reward_model
+from transformer.special_ids import EOS_ID, PAD_ID
 from transformer.training import checkpoints, writer
 from transformer.training.config import ConfigError, validate
 from transformer.training.loop import run
-from transformer.training.policy import batch_prompts
+from transformer.training.policy import batch_prompts, reward_scores
 from transformer.training.policy_objectives import clipped_surrogate
+from transformer.training.state import init_params
 
 METRICS = ("loss", "score", "kl", "reward", "eos_rate", "response_length", "entropy")
 
@@ -81,6 +84,28 @@ def test_decoder_only_prompts_are_the_unweighted_tokens():
   np.testing.assert_array_equal(prompts, [[5, 6] + [PAD_ID] * 4, [9] + [PAD_ID] * 5,
                                           [PAD_ID] * 6])
   np.testing.assert_array_equal(valid, [True, True, False])
+
+
+@pytest.mark.parametrize("architecture", ["encoder_decoder", "decoder_only"])
+def test_reward_scores_of_k_responses_per_prompt_read_each_pair_alone(architecture):
+  """Responses [k b', R] to prompts [b', P]: each scores as its (prompt, response) pair alone,
+  unpadded, read at the response's last token, less the bias."""
+  config = ModelConfig(architecture=architecture, vocab_size=40, d_model=16, num_heads=2,
+                       d_ff=32, num_encoder_layers=1 if architecture == "encoder_decoder" else 0,
+                       num_decoder_layers=1, max_len=32, dropout_rate=0.0)
+  rm = reward_model(config.eval())
+  params = init_params(rm, jax.random.PRNGKey(2))
+  prompts = [[5, 6, 7], [8]]
+  responses = [[11, EOS_ID], [12, 13, 14, EOS_ID], [15, 16], [17, EOS_ID]]  # 2 per prompt
+  pad = lambda rows, width: jnp.asarray([r + [PAD_ID] * (width - len(r)) for r in rows])  # noqa: E731
+  got = reward_scores(rm, 0.25, params, pad(prompts, 4), pad(responses, 5))
+  for row, response in enumerate(responses):
+    prompt = prompts[row // 2]
+    if rm.has_encoder:
+      rewards = rm.apply({"params": params}, jnp.asarray([prompt]), jnp.asarray([response]))
+    else:
+      rewards = rm.apply({"params": params}, jnp.asarray([prompt + response]))
+    np.testing.assert_allclose(got[row], rewards[0, -1] - 0.25, atol=1e-5)
 
 
 def test_clipped_surrogate_against_a_hand_computation():

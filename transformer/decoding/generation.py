@@ -49,7 +49,8 @@ def num_new_tokens(config: ModelConfig, prompt_len: int, max_new_tokens: int | N
 def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: str = "greedy",
              max_new_tokens: int | None = None, beam_size: int = 4, alpha: float = 0.6,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             rng: jax.Array | None = None, use_cache: bool = True, prefill: bool = True,
+             rng: jax.Array | None = None, num_samples: int = 1, use_cache: bool = True,
+             prefill: bool = True,
              with_log_probs: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
   """Continues (decoder-only) or transduces (encoder-decoder) a batch of prompts.
 
@@ -66,6 +67,9 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     top_k: sample among the k most likely tokens; 0: no limit ('sample').
     top_p: sample from the smallest set with probability >= top_p; 1: no limit ('sample').
     rng: PRNG key ('sample'); the same key gives the same samples.
+    num_samples: samples drawn per prompt ('sample'), in rows prompt * num_samples + j; an
+      encoder encodes each prompt once. The same draws as `num_samples` = 1 on the prompts
+      repeated that way (`jnp.repeat(prompts, num_samples, axis=0)`).
     use_cache: False recomputes the whole prefix every step (a reference for benchmarks). An
       architecture without `kv_cache` always takes this path.
     prefill: False feeds the prompt one token per step (the reference for tests and
@@ -73,8 +77,9 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     with_log_probs: also return each new token's log-probability ('greedy', 'sample').
 
   Returns:
-    int32 [batch, num_new]: new tokens of each prompt, EOS included where generated, then PAD.
-    With `with_log_probs`, (tokens, float32 [batch, num_new]): log π of each new token under
+    int32 [batch * num_samples, num_new]: new tokens of each prompt, EOS included where
+    generated, then PAD. With `with_log_probs`, (tokens, float32 [batch * num_samples,
+    num_new]): log π of each new token under
     the model itself, 0 on PAD: the untempered, unfiltered log-softmax (PAD excluded), equal
     to the teacher-forced `models.logprobs.sequence_logprobs` of the same tokens, whatever
     temperature, top_k and top_p drew them.
@@ -93,6 +98,9 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
     raise ValueError(f"top_p must be in (0, 1], got {top_p}")
   if with_log_probs and method == "beam":
     raise ValueError("with_log_probs is for method='greedy' or 'sample', not 'beam'")
+  if num_samples < 1 or (num_samples > 1 and method != "sample"):
+    raise ValueError(f"num_samples must be >= 1, and 1 unless method='sample', got "
+                     f"{num_samples} for method={method!r}")
   if method == "sample" and rng is None:
     raise ValueError("method='sample' needs an rng key (seed)")
   prompts = jnp.asarray(prompts, jnp.int32)
@@ -107,29 +115,30 @@ def generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, *, method: 
                    jnp.float32(alpha), jnp.float32(temperature), jnp.int32(top_k),
                    jnp.float32(top_p), method=method, num_new=num_new,
                    limited=max_new_tokens is not None,
-                   beam_size=beam_size if method == "beam" else 1,
+                   beam_size=beam_size if method == "beam" else 1, num_samples=num_samples,
                    use_cache=use_cache and model_class.kv_cache, prefill=prefill)
   return outputs if with_log_probs or method == "beam" else outputs[0]
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=(
-    "method", "num_new", "limited", "beam_size", "use_cache", "prefill"))
+    "method", "num_new", "limited", "beam_size", "num_samples", "use_cache", "prefill"))
 def _generate(config: ModelConfig, params: Any, prompts: jnp.ndarray, rng: jax.Array,
               alpha: jnp.ndarray, temperature: jnp.ndarray, top_k: jnp.ndarray,
               top_p: jnp.ndarray, *, method: str, num_new: int, limited: bool, beam_size: int,
-              use_cache: bool, prefill: bool) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+              num_samples: int, use_cache: bool,
+              prefill: bool) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
   """The jit-compiled body of `generate` (arguments validated there): beam search's tokens,
   or (tokens, log-probabilities) of greedy decoding and sampling."""
-  batch = prompts.shape[0]
-  prompt_lengths = jnp.sum(prompts != PAD_ID, axis=1)
-  max_new = jnp.full((batch,), num_new) if limited else jnp.minimum(
+  rows = prompts.shape[0] * num_samples
+  prompt_lengths = jnp.repeat(jnp.sum(prompts != PAD_ID, axis=1), num_samples)
+  max_new = jnp.full((rows,), num_new) if limited else jnp.minimum(
       prompt_lengths + EXTRA_LENGTH, num_new)
   if architecture(config.architecture).has_encoder:
-    encoder_inputs, prefixes = prompts, jnp.zeros((batch, 0), jnp.int32)
+    encoder_inputs, prefixes = prompts, jnp.zeros((rows, 0), jnp.int32)
   else:
-    encoder_inputs, prefixes = None, prompts
+    encoder_inputs, prefixes = None, jnp.repeat(prompts, num_samples, axis=0)
   logits_fn, prefill_fn, cache = model_logits_fn(
-      config, params, encoder_inputs, batch * beam_size,
+      config, params, encoder_inputs, rows * beam_size,
       max_decode_len=prefixes.shape[1] + num_new, use_cache=use_cache, prefill=prefill)
   if method == "beam":
     return beam_search(logits_fn, cache, prefixes, max_new, num_new, beam_size, alpha,

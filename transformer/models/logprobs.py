@@ -100,10 +100,11 @@ def sequence_logprobs(model: nn.Module, params: Any, prompts: jnp.ndarray,
   Args:
     model: a deterministic module of the registry (`build_model(cfg.eval())`).
     params: its params.
-    prompts: int [b, P], right-padded with PAD: the encoder input of an encoder-decoder (as
+    prompts: int [b', P], right-padded with PAD: the encoder input of an encoder-decoder (as
       the model was trained on it, e.g. with its EOS), else the decoder prefix.
-    responses: int [b, R], right-padded with PAD: the response tokens (EOS included where
-      there is one), as `decoding.generate` returns them.
+    responses: int [b, R], b = k b', right-padded with PAD: the response tokens (EOS included
+      where there is one), as `decoding.generate` returns them; rows i k .. i k + k - 1 answer
+      prompt i (an encoder encodes it once).
 
   Returns:
     (per-token log π float32 [b, R], 0 on PAD; their sum float32 [b]).
@@ -111,6 +112,7 @@ def sequence_logprobs(model: nn.Module, params: Any, prompts: jnp.ndarray,
   mask = (responses != PAD_ID).astype(jnp.float32)
   if model.has_encoder:
     return target_logprobs(model, params, {"inputs": prompts, "targets": responses}, mask)
+  prompts = jnp.repeat(prompts, responses.shape[0] // prompts.shape[0], axis=0)
   targets, weights, starts = joined_sequences(prompts, responses)
   joined, total = target_logprobs(model, params, {"targets": targets}, weights)
   index = starts[:, None] + jnp.arange(responses.shape[1])[None, :]

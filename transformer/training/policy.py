@@ -91,11 +91,13 @@ def batch_prompts(batch: Batch) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 def reward_scores(rm: nn.Module, bias: float, params: Any, prompts: jnp.ndarray,
                   responses: jnp.ndarray) -> jnp.ndarray:
-  """float32 [n]: the reward model `rm`'s score of each (prompt [n, P], response [n, R]) at the
-  response's last token (its EOS where it has one), `bias` subtracted."""
+  """float32 [n]: the reward model `rm`'s score of each response [n, R] to its prompt (prompts
+  [n / k, P]: rows i k .. i k + k - 1 answer prompt i) at the response's last token (its EOS
+  where it has one), `bias` subtracted."""
   if rm.has_encoder:
     batch, weights = {"inputs": prompts, "targets": responses}, (responses != PAD_ID)
   else:
+    prompts = jnp.repeat(prompts, responses.shape[0] // prompts.shape[0], axis=0)
     targets, weights, _ = joined_sequences(prompts, responses)
     batch = {"targets": targets}
   rewards = rm.apply({"params": params}, *rm.batch_args(batch))
@@ -118,12 +120,12 @@ def make_rollout(model: nn.Module, label_smoothing: float = 0.0, *, settings: Po
   def rollout(params, batch, rng, frozen):
     params = jax.lax.stop_gradient(params)
     prompts, valid = batch_prompts(batch)
-    tiled = jnp.repeat(prompts, k, axis=0)
-    responses, logprobs = generate(model.config, params, tiled, method="sample",
+    responses, logprobs = generate(model.config, params, prompts, method="sample",
                                    max_new_tokens=settings.max_new_tokens,
-                                   temperature=settings.temperature, rng=rng, with_log_probs=True)
-    reference = sequence_logprobs(model, frozen[REFERENCE], tiled, responses)[0]
-    scores = reward_scores(reward_model, reward_bias, frozen[REWARD], tiled, responses)
+                                   temperature=settings.temperature, rng=rng, num_samples=k,
+                                   with_log_probs=True)
+    reference = sequence_logprobs(model, frozen[REFERENCE], prompts, responses)[0]
+    scores = reward_scores(reward_model, reward_bias, frozen[REWARD], prompts, responses)
     ended = jnp.any(responses == EOS_ID, axis=-1)
     kl = kl_k1(logprobs, reference)
     if settings.algorithm == "rloo":
@@ -157,8 +159,7 @@ def policy_loss(model: nn.Module, label_smoothing: float = 0.0, *, settings: Pol
     b, k, length = batch["responses"].shape
     responses = batch["responses"].reshape(b * k, length)
     flat = lambda name: batch[name].reshape(b * k, *batch[name].shape[2:])  # noqa: E731
-    logprobs = sequence_logprobs(model, params, jnp.repeat(batch["prompts"], k, axis=0),
-                                 responses)[0]
+    logprobs = sequence_logprobs(model, params, batch["prompts"], responses)[0]
     mask = (responses != PAD_ID).astype(jnp.float32)
     per_token = clipped_surrogate(logprobs, flat("logprobs"), flat("advantages")[:, None],
                                   epsilon=settings.clip_epsilon) * mask
