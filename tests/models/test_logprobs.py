@@ -91,6 +91,9 @@ def test_first_argmax_is_argmax_ties_included():
   rng = np.random.default_rng(3)
   logits = rng.integers(0, 3, size=(5, 6, 7)).astype(np.float32)  # many ties
   np.testing.assert_array_equal(first_argmax(jnp.asarray(logits)), np.argmax(logits, -1))
+  logits[0, 0, 4] = logits[0, 1, 2] = logits[0, 1, 5] = np.nan  # NaN is maximal, as in argmax
+  logits[1, 2] = np.nan
+  np.testing.assert_array_equal(first_argmax(jnp.asarray(logits)), np.argmax(logits, -1))
 
 
 @pytest.mark.parametrize("architecture", ["decoder_only", "encoder_decoder"])
