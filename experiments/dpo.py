@@ -18,13 +18,14 @@ Command:
       --config.init_from=runs/finetune_lm
   python -m transformer.evaluate --workdir=runs/dpo --split=test
 
-Runtime on 2 CPU cores: 378 s measured in `python -m transformer.rlhf_pipeline` with the
-machine otherwise idle (training and seven whole-split evaluations), from its fine-tuned
-encoder-decoder. Expected result (measured in that run): the loss starts at ln 2 = 0.693
-(policy = reference); validation implicit-reward accuracy 0.696 / 0.732 / 0.733 at steps
-100 / 300 / 600; test (2,017 pairs of 808 prompts) 0.715, margin 1.33, chosen log π -96.0
-and rejected -109.0 (both fall from the reference's, the rejected further). Measured on the
-way: 400 steps: test 0.696; another fine-tuned run, 600 steps: 0.704; 300 steps without the
+Runtime on 2 CPU cores: 248 s measured in `python -m transformer.rlhf_pipeline` with
+nothing else running (training and seven whole-split evaluations; 378 s on a slower
+machine), from its fine-tuned encoder-decoder. Expected result (measured in that run): the
+loss starts at ln 2 = 0.693 (policy = reference); validation implicit-reward accuracy 0.693 /
+0.737 / 0.750 at steps 100 / 300 / 600; test (2,017 pairs of 808 prompts) 0.720, margin
+1.21, chosen log π -95.3 and rejected -107.2 (both fall from the reference's, the rejected
+further). Measured on the way: 400 steps: test 0.696; other fine-tuned runs, 600 steps:
+0.715, 0.704; 300 steps without the
 pool: 0.675.
 
 Tiny variant (seconds: a smoke test of the same stage, task and architecture; without

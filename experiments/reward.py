@@ -19,12 +19,13 @@ Command:
   python -m transformer.evaluate_reward --workdir=runs/reward \
       --baseline_workdir=runs/finetune_lm --split=test
 
-Runtime on 2 CPU cores: 512 s measured at load ~2 (training, the bias pass over the train
-split and three whole-split evaluations; part of `python -m transformer.rlhf_pipeline`).
-Expected result (measured in that run): validation pairwise accuracy 0.735, test 0.701
-against the likelihood baseline's 0.492 (2,017 pairs of 808 held-out prompts); after
-training the bias makes the train split's chosen responses score 0. The same recipe from
-another fine-tuned run of the same config: test 0.730; K = 8 for 600 steps (the previous
+Runtime on 2 CPU cores: 368 s measured with nothing else running (training, the bias pass
+over the train split and three whole-split evaluations; part of `python -m
+transformer.rlhf_pipeline`; 512 s on a slower machine). Expected result (measured in that
+run): validation pairwise accuracy 0.709, test 0.712 against the likelihood baseline's 0.498
+(2,017 pairs of 808 held-out prompts); after training the bias makes the train split's
+chosen responses score 0. The same recipe from other fine-tuned runs of the same config:
+test 0.701, 0.730; K = 8 for 600 steps (the previous
 recipe, same time): 0.682-0.715. The decoder-only variant stays near chance (0.50-0.55).
 
 Tiny variant (seconds: a smoke test of the same stage, task and architecture):
