@@ -211,19 +211,26 @@ def write(result: dict[str, Any], details: list[dict[str, Any]], out: str) -> st
   return plot(result, os.path.join(out, "best_of_n.png"))
 
 
-def define_flags() -> None:
-  """The command's flags (defined only when run as a command)."""
-  flags.DEFINE_string("policy_workdir", None, "The fine-tuned policy.", required=True)
+def define_sampling_flags(out_holds: str) -> None:
+  """The flags of a command that samples held-out prompts and scores the samples with a
+  reward model (this one and `compare_policies`): --reward_workdir, --split, --num_prompts,
+  --max_new_tokens, --seed and --out (`out_holds`: what goes there)."""
   flags.DEFINE_string("reward_workdir", None, "The reward model.", required=True)
   flags.DEFINE_string("split", "test", "Split whose prompts are used.")
   flags.DEFINE_integer("num_prompts", 0, "Prompts evaluated (0 = all).")
-  flags.DEFINE_integer("pool", 16, "Samples drawn once per prompt.")
   flags.DEFINE_integer("max_new_tokens", None,
-                       "Tokens sampled per candidate (default: the reward model's response "
+                       "Tokens sampled per response (default: the reward model's response "
                        "budget).")
-  flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
-  flags.DEFINE_string("out", None, "Where the JSON and plot go.", required=True)
+  flags.DEFINE_string("out", None, f"Where {out_holds} go.", required=True)
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command)."""
+  flags.DEFINE_string("policy_workdir", None, "The fine-tuned policy.", required=True)
+  flags.DEFINE_integer("pool", 16, "Samples drawn once per prompt.")
+  flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
+  define_sampling_flags("the JSON and plot")
 
 
 def main(argv: list[str]) -> None:
@@ -233,6 +240,7 @@ def main(argv: list[str]) -> None:
   if f.pool < 1:
     raise app.UsageError(f"--pool must be >= 1, got {f.pool}")
   try:
+    cli.check_output_dir(f.out, "--out")
     result, details = evaluate(f.policy_workdir, f.reward_workdir, f.split, f.num_prompts,
                                f.pool, f.max_new_tokens, f.seed, f.temperature)
   except (ConfigError, FileNotFoundError, ValueError) as e:

@@ -343,20 +343,13 @@ def define_flags() -> None:
   """The command's flags (defined only when run as a command)."""
   flags.DEFINE_string("reference_workdir", None, "The fine-tuned model (the reference).",
                       required=True)
-  flags.DEFINE_string("reward_workdir", None, "The reward model.", required=True)
   flags.DEFINE_list("policy_workdirs", None, "Policies to compare: name=workdir,...",
                     required=True)
-  flags.DEFINE_string("split", "test", "Split whose prompts are used.")
-  flags.DEFINE_integer("num_prompts", 0, "Prompts evaluated (0 = all).")
-  flags.DEFINE_integer("max_new_tokens", None,
-                       "Tokens sampled per response (default: the reward model's response "
-                       "budget).")
-  flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("samples", 4, "Responses sampled per prompt from each policy.")
   flags.DEFINE_string("reference_pool", "",
                       "A best_of_n --out directory of the same reference and prompts: its first "
                       "8 candidates per prompt are the reference's samples ('' = sample them).")
-  flags.DEFINE_string("out", None, "Where the JSON, table and plot go.", required=True)
+  best_of_n.define_sampling_flags("the JSON, table and plot")
 
 
 def main(argv: list[str]) -> None:

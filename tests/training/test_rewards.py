@@ -173,6 +173,12 @@ def test_bad_reward_inputs_give_one_line_errors(reward_run):
     result = generate(*args)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+  result = subprocess.run([sys.executable, "-m", "transformer.best_of_n", f"--policy_workdir={sft}",
+                           f"--reward_workdir={rm}", f"--out={rm}/config.json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().endswith(f"--out='{rm}/config.json' is a file, not a directory")
 
 
 def test_best_of_n_generation_prints_the_best_and_every_candidate(reward_run):
